@@ -1,0 +1,37 @@
+/*
+ * setup.h - a loaded configuration with everything derived from it (TLS
+ * contexts per upstream, what each upstream's EHLO offered). Reference
+ * counted: sessions keep the setup they started with when SIGHUP installs
+ * a new one.
+ */
+#ifndef RELAY25_SETUP_H
+#define RELAY25_SETUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "relay25/config.h"
+#include "relay25/smtp_parse.h"
+
+struct tls_ctx;
+
+struct setup {
+	int refs;
+	struct cfg *cfg;                         /* owned */
+	struct tls_ctx *tls[CFG_MAX_UPSTREAMS];  /* NULL for tls = none */
+	struct smtp_caps caps[CFG_MAX_UPSTREAMS];/* learned from EHLO */
+	bool caps_known[CFG_MAX_UPSTREAMS];
+};
+
+/* Takes ownership of cfg (also on failure). NULL + err on failure. */
+struct setup *setup_new(struct cfg *cfg, char *err, size_t errlen);
+struct setup *setup_ref(struct setup *);
+void setup_unref(struct setup *);
+
+/* Record what upstream i offered in its EHLO. */
+void setup_learn_caps(struct setup *, size_t i, const struct smtp_caps *);
+/* May relay25 offer SMTPUTF8 / DSN? Only when every upstream is known to
+ * support it (failover must not meet a server that lacks it). */
+bool setup_all_offer_smtputf8(const struct setup *);
+bool setup_all_offer_dsn(const struct setup *);
+
+#endif

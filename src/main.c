@@ -1,0 +1,287 @@
+/*
+ * main.c - command line, start-up, signals, privilege drop.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <ev.h>
+
+#include "relay25/config.h"
+#include "relay25/listener.h"
+#include "relay25/log.h"
+#include "relay25/reap.h"
+#include "relay25/relay.h"
+#include "relay25/setup.h"
+#include "relay25/tls.h"
+
+#define RELAY25_VERSION "0.1.0"
+
+extern char **environ;
+
+struct opts {
+	const char *config;
+	bool test_config;
+	int verbose;
+};
+
+struct daemon {
+	struct ev_loop *loop;
+	struct server *srv;
+	struct opts opts;
+	ev_signal sigterm, sigint, sighup;
+	ev_timer drain_check, deadline;
+	bool stopping;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: relay25 [-c FILE] [-t] [-v] [-V] [-h]\n"
+	    "  -c, --config FILE   configuration file (default %s;\n"
+	    "                      without it, RELAY25_* environment variables)\n"
+	    "  -t, --test-config   validate and print the effective configuration\n"
+	    "                      (secrets shown as ********); exit 0 or 1\n"
+	    "  -v, --verbose       more log detail (repeatable)\n"
+	    "  -V, --version       print the version\n"
+	    "  -h, --help          this text\n", CFG_DEFAULT_FILE);
+}
+
+static int
+parse_opts(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "test-config", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:tvVh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': o->config = optarg; break;
+		case 't': o->test_config = true; break;
+		case 'v': o->verbose++; break;
+		case 'V':
+			printf("relay25 %s\n", RELAY25_VERSION);
+			exit(0);
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "relay25: unexpected argument: %s\n",
+		    argv[optind]);
+		usage(stderr);
+		return -1;
+	}
+	return 0;
+}
+
+static enum cfg_log_level
+effective_level(const struct cfg *cfg, int verbose)
+{
+	int l = (int)cfg->log_level + verbose;
+
+	return l > CFG_LOG_DEBUG ? CFG_LOG_DEBUG : (enum cfg_log_level)l;
+}
+
+/* setgroups, setresgid, setresuid; any failure is fatal. */
+static int
+drop_privileges(const char *user)
+{
+	struct passwd *pw;
+	uid_t r, e, s;
+
+	errno = 0;
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		log_error("user %s: %s", user, errno ? strerror(errno) :
+		    "no such user");
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
+		log_error("cannot drop privileges to %s: %s", user,
+		    strerror(errno));
+		return -1;
+	}
+	if (getresuid(&r, &e, &s) < 0 || r != pw->pw_uid || e != pw->pw_uid ||
+	    s != pw->pw_uid || (pw->pw_uid != 0 && setuid(0) == 0)) {
+		log_error("privilege drop to %s did not hold", user);
+		return -1;
+	}
+	log_info("running as user %s (uid %u)", user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
+static void
+on_drain_check(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)revents;
+	if (server_sessions(d->srv) == 0)
+		ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)revents;
+	log_warn("shutdown_timeout reached; closing %zu session(s)",
+	    server_sessions(d->srv));
+	server_shutdown_sessions(d->srv);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+on_stop(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+	const struct cfg *cfg = server_setup(d->srv)->cfg;
+
+	(void)revents;
+	if (d->stopping) {
+		log_warn("second stop signal: closing now");
+		server_shutdown_sessions(d->srv);
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	d->stopping = true;
+	log_info("signal %d: no new sessions; waiting for %zu session(s) "
+	    "(at most %.0fs)", w->signum, server_sessions(d->srv),
+	    cfg->shutdown_timeout);
+	server_stop_accepting(d->srv);
+	ev_timer_init(&d->drain_check, on_drain_check, 0., 0.05);
+	d->drain_check.data = d;
+	ev_timer_again(loop, &d->drain_check);
+	ev_timer_init(&d->deadline, on_deadline, cfg->shutdown_timeout, 0.);
+	d->deadline.data = d;
+	ev_timer_start(loop, &d->deadline);
+}
+
+static void
+on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+	struct cfg *cfg;
+	struct setup *s;
+	char err[512];
+
+	(void)revents;
+	log_info("SIGHUP: reloading configuration");
+	cfg = cfg_load(d->opts.config, environ, stderr, stderr);
+	if (cfg == NULL) {
+		log_error("reload failed; keeping the running configuration");
+		return;
+	}
+	s = setup_new(cfg, err, sizeof(err));
+	if (s == NULL) {
+		log_error("reload failed: %s; keeping the running configuration",
+		    err);
+		return;
+	}
+	log_set_level(effective_level(s->cfg, d->opts.verbose));
+	server_set_setup(d->srv, s);
+	relay_probe(loop, s);
+	setup_unref(s);
+	log_info("configuration reloaded (listen addresses need a restart "
+	    "to change)");
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d = { 0 };
+	struct cfg *cfg;
+	struct setup *setup;
+	char err[512];
+	int rc = 1;
+
+	if (parse_opts(argc, argv, &d.opts) < 0)
+		return 2;
+	cfg = cfg_load(d.opts.config, environ, stderr, stderr);
+	if (cfg == NULL) {
+		fprintf(stderr, "relay25: configuration is not valid\n");
+		return 1;
+	}
+	if (d.opts.test_config) {
+		cfg_print(cfg, stdout);
+		fprintf(stderr, "relay25: configuration %s is valid\n",
+		    cfg->path ? cfg->path : "(environment)");
+		cfg_free(cfg);
+		return 0;
+	}
+	log_init(effective_level(cfg, d.opts.verbose), cfg->log_format,
+	    cfg->log_target);
+	signal(SIGPIPE, SIG_IGN);
+	if (tls_global_init() < 0) {
+		log_error("TLS library initialisation failed");
+		cfg_free(cfg);
+		return 1;
+	}
+	setup = setup_new(cfg, err, sizeof(err));
+	if (setup == NULL) {
+		log_error("%s", err);
+		goto out_tls;
+	}
+	d.loop = ev_default_loop(EVFLAG_AUTO);
+	reap_init(d.loop);
+	d.srv = server_new(d.loop, setup);
+	if (d.srv == NULL)
+		goto out_setup;
+	if (setup->cfg->user != NULL) {
+		if (drop_privileges(setup->cfg->user) < 0)
+			goto out_server;
+	} else if (geteuid() == 0)
+		log_warn("running as root: set `user` in [server] to drop "
+		    "privileges after binding");
+
+	ev_signal_init(&d.sigterm, on_stop, SIGTERM);
+	ev_signal_init(&d.sigint, on_stop, SIGINT);
+	ev_signal_init(&d.sighup, on_hup, SIGHUP);
+	d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+	ev_signal_start(d.loop, &d.sigterm);
+	ev_signal_start(d.loop, &d.sigint);
+	ev_signal_start(d.loop, &d.sighup);
+
+	server_start(d.srv);
+	relay_probe(d.loop, setup);
+	log_info("relay25 %s started (%zu upstream(s), first %s:%u)",
+	    RELAY25_VERSION, setup->cfg->nupstream, setup->cfg->upstream[0].host,
+	    setup->cfg->upstream[0].port);
+	ev_run(d.loop, 0);
+	log_info("relay25 stopped");
+	rc = 0;
+
+	ev_signal_stop(d.loop, &d.sigterm);
+	ev_signal_stop(d.loop, &d.sigint);
+	ev_signal_stop(d.loop, &d.sighup);
+	ev_timer_stop(d.loop, &d.drain_check);
+	ev_timer_stop(d.loop, &d.deadline);
+out_server:
+	server_free(d.srv);
+	reap_run();
+out_setup:
+	setup_unref(setup);
+out_tls:
+	tls_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,594 @@
+/*
+ * relay.c - pairs a client session with an upstream session: obtains the
+ * upstream (ordered failover), forwards transaction commands, streams the
+ * body through the DATA decoder with back-pressure, and turns every
+ * upstream failure into a 4xx. One log line per message.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ev.h>
+
+#include "relay25/conn.h"
+#include "relay25/dotstream.h"
+#include "relay25/envelope.h"
+#include "relay25/log.h"
+#include "relay25/relay.h"
+#include "relay25/session.h"
+#include "relay25/setup.h"
+#include "relay25/upstream.h"
+
+#define RELAY_CHUNK 16384
+
+enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_RSET, OP_EOD };
+
+struct relay {
+	struct ev_loop *loop;
+	struct setup *setup;
+	struct session *session;
+	struct conn *client;
+	struct upstream *up;
+	size_t up_idx;              /* which upstream `up` is */
+	size_t try_idx;             /* next upstream to try */
+	enum relay_op op;           /* command waiting for its reply */
+	char pending[SMTP_LINE_MAX + 8];  /* the MAIL line while connecting */
+	size_t pending_len;
+
+	/* transaction */
+	bool in_tx;                 /* MAIL accepted upstream */
+	bool tx_broken;             /* upstream lost during the transaction */
+	char sender[SMTP_PATH_MAX + 3];
+	unsigned rcpts_ok;
+	ev_tstamp tx_start;
+
+	/* body */
+	struct dot_decoder dot;
+	bool in_body;               /* between the 354 and the end of data */
+	bool discard;               /* keep reading to the end, send nothing */
+	char discard_reply[200];    /* what the client gets at the end */
+	bool oversize;
+	bool bare_reject;
+
+	char id[24];
+	char client_addr[64];
+	char failure[300];          /* last upstream failure, for logs */
+};
+
+static const struct upstream_events relay_upstream_events;
+
+static void
+relay_reply_local(struct relay *r, const char *text)
+{
+	enum relay_op op = r->op;
+
+	r->op = OP_NONE;
+	(void)op;
+	session_relay_reply(r->session, text, strlen(text));
+}
+
+static const struct cfg_upstream *
+relay_cfg_up(const struct relay *r, size_t i)
+{
+	return &r->setup->cfg->upstream[i];
+}
+
+static void
+relay_log_message(struct relay *r, const char *status, const char *reply,
+    const char *queue_id)
+{
+	char up[300];
+
+	if (r->up != NULL)
+		snprintf(up, sizeof(up), "%s", upstream_label(r->up));
+	else {
+		const struct cfg_upstream *c = relay_cfg_up(r, r->up_idx);
+		snprintf(up, sizeof(up), "%s%s%s:%u", c->name,
+		    c->name[0] ? " " : "", c->host, c->port);
+	}
+	log_info("session=%s client=%s status=%s from=<%s> rcpts=%u size=%llu "
+	    "upstream=\"%s\" reply=\"%s\" queue_id=%s duration=%.3fs",
+	    r->id, r->client_addr, status, r->sender, r->rcpts_ok,
+	    (unsigned long long)r->dot.out_bytes, up, reply,
+	    queue_id[0] ? queue_id : "-",
+	    ev_now(r->loop) - r->tx_start);
+}
+
+static void
+relay_tx_reset(struct relay *r)
+{
+	r->in_tx = false;
+	r->tx_broken = false;
+	r->rcpts_ok = 0;
+	r->sender[0] = '\0';
+	r->in_body = false;
+	r->discard = false;
+	r->oversize = false;
+	r->bare_reject = false;
+	memset(&r->dot, 0, sizeof(r->dot));
+}
+
+static void
+relay_drop_upstream(struct relay *r)
+{
+	if (r->up != NULL) {
+		upstream_abort(r->up);
+		r->up = NULL;
+	}
+}
+
+static void
+relay_open_next(struct relay *r)
+{
+	const struct setup *s = r->setup;
+	const struct cfg *cfg = s->cfg;
+
+	while (r->try_idx < cfg->nupstream) {
+		size_t i = r->try_idx++;
+		struct upstream_params p = {
+			.cfg = &cfg->upstream[i],
+			.tls = s->tls[i],
+			.helo = cfg->upstream[i].helo_name ?
+			    cfg->upstream[i].helo_name : cfg->hostname,
+			.command_timeout = cfg->command_timeout,
+			.data_timeout = cfg->data_timeout,
+			.log_id = r->id,
+		};
+		r->up_idx = i;
+		r->up = upstream_open(r->loop, &p, &relay_upstream_events, r);
+		if (r->up != NULL)
+			return;
+		snprintf(r->failure, sizeof(r->failure), "out of memory");
+	}
+	/* Every upstream failed before the session was ready. */
+	log_error("session=%s client=%s no upstream available: %s", r->id,
+	    r->client_addr, r->failure);
+	r->try_idx = 0;
+	relay_reply_local(r, "451 4.4.1 Upstream unavailable, try again later\r\n");
+}
+
+/* Compose MAIL or RCPT for the upstream from the client's argument, with
+ * the parameters this upstream supports, and send it. */
+static void
+relay_send_path(struct relay *r, const char *arg, size_t len, bool is_mail)
+{
+	struct smtp_path path;
+	char line[SMTP_LINE_MAX + 64];
+	size_t n = 0;
+
+	if (smtp_path_parse(arg, len, is_mail ? "FROM:" : "TO:", is_mail,
+	    &path) == SMTP_OK)
+		n = envelope_line(&path, is_mail, upstream_caps(r->up), line,
+		    sizeof(line));
+	if (n == 0) {
+		relay_reply_local(r, "501 5.5.4 Syntax error in parameters\r\n");
+		return;
+	}
+	upstream_send(r->up, line, n);
+}
+
+static void
+relay_up_ready(void *arg)
+{
+	struct relay *r = arg;
+
+	setup_learn_caps(r->setup, r->up_idx, upstream_caps(r->up));
+	log_debug("session=%s upstream=\"%s\" ready", r->id,
+	    upstream_label(r->up));
+	if (r->op == OP_MAIL)
+		relay_send_path(r, r->pending, r->pending_len, true);
+}
+
+static void
+relay_finish_message(struct relay *r, const struct smtp_reply *rep)
+{
+	char sum[256], qid[128] = "";
+
+	smtp_reply_summary(rep, sum, sizeof(sum));
+	if (rep->code >= 200 && rep->code < 300)
+		smtp_reply_queue_id(rep, qid, sizeof(qid));
+	relay_log_message(r, rep->code < 300 ? "sent" :
+	    rep->code < 500 ? "deferred" : "rejected", sum, qid);
+	relay_tx_reset(r);
+}
+
+static void
+relay_up_reply(void *arg, const struct smtp_reply *rep)
+{
+	struct relay *r = arg;
+	char wire[SMTP_REPLY_TEXT_MAX + 1024];
+	size_t n;
+	enum relay_op op = r->op;
+
+	n = smtp_reply_format(rep, wire, sizeof(wire));
+	if (n == 0)
+		n = (size_t)snprintf(wire, sizeof(wire), "%d %s\r\n",
+		    rep->code, rep->code < 400 ? "Ok" : "Error");
+	switch (op) {
+	case OP_MAIL:
+		if (rep->code >= 200 && rep->code < 300)
+			r->in_tx = true;
+		break;
+	case OP_RCPT:
+		if (rep->code >= 200 && rep->code < 300)
+			r->rcpts_ok++;
+		break;
+	case OP_DATA:
+		if (rep->code == 354) {
+			dot_init(&r->dot, r->setup->cfg->bare_lf ==
+			    CFG_BARE_LF_REJECT);
+			r->in_body = true;
+			r->discard = false;
+			r->discard_reply[0] = '\0';
+		}
+		break;
+	case OP_EOD:
+		relay_finish_message(r, rep);
+		break;
+	case OP_RSET:
+		relay_tx_reset(r);
+		break;
+	case OP_NONE:
+		/* The ESP spoke during the body: it gave up on the message.
+		 * Its reply is what the client gets at the end of data. */
+		if (r->in_body && !r->discard) {
+			smtp_reply_summary(rep, r->discard_reply,
+			    sizeof(r->discard_reply) - 2);
+			size_t l = strlen(r->discard_reply);
+			memcpy(r->discard_reply + l, "\r\n", 3);
+			r->discard = true;
+		}
+		return;
+	}
+	r->op = OP_NONE;
+	session_relay_reply(r->session, wire, n);
+}
+
+static void
+relay_up_failed(void *arg, enum upstream_fail kind, bool before_ready,
+    const char *why)
+{
+	struct relay *r = arg;
+	const struct cfg_upstream *c = relay_cfg_up(r, r->up_idx);
+	enum relay_op op = r->op;
+	const char *lost = kind == UP_FAIL_TIMEOUT ?
+	    "451 4.4.2 Upstream timed out, try again later\r\n" :
+	    "451 4.4.2 Upstream connection lost, try again later\r\n";
+
+	snprintf(r->failure, sizeof(r->failure), "%s%s%s:%u: %s", c->name,
+	    c->name[0] ? " " : "", c->host, c->port, why);
+	relay_drop_upstream(r);
+	if (before_ready) {
+		if (kind == UP_FAIL_AUTH)
+			log_error("session=%s configuration error: upstream %s "
+			    "rejected the credentials of user %s: %s", r->id,
+			    c->host, c->username ? c->username : "-", why);
+		else
+			log_warn("session=%s upstream %s failed (%s)", r->id,
+			    r->failure, upstream_fail_name(kind));
+		if (op == OP_MAIL)
+			relay_open_next(r);     /* failover */
+		return;
+	}
+	log_warn("session=%s upstream lost (%s): %s", r->id,
+	    upstream_fail_name(kind), r->failure);
+	switch (op) {
+	case OP_NONE:
+		if (r->in_body && !r->discard) {
+			/* Read on to the client's end of data, then 451. */
+			r->discard = true;
+			snprintf(r->discard_reply, sizeof(r->discard_reply),
+			    "%s", lost);
+		} else if (r->in_tx)
+			r->tx_broken = true;
+		return;
+	case OP_RSET:
+		relay_tx_reset(r);
+		relay_reply_local(r, "250 2.0.0 Ok\r\n");
+		return;
+	case OP_EOD:
+		relay_log_message(r, "deferred", why, "");
+		relay_tx_reset(r);
+		relay_reply_local(r, lost);
+		return;
+	default:        /* MAIL, RCPT, DATA */
+		r->tx_broken = r->in_tx;
+		relay_reply_local(r, lost);
+		return;
+	}
+}
+
+static void
+relay_up_drain(void *arg)
+{
+	struct relay *r = arg;
+
+	conn_resume(r->client);
+}
+
+static const struct upstream_events relay_upstream_events = {
+	.ready = relay_up_ready,
+	.reply = relay_up_reply,
+	.failed = relay_up_failed,
+	.drain = relay_up_drain,
+};
+
+struct relay *
+relay_new(struct ev_loop *loop, struct setup *setup, struct session *s,
+    struct conn *client, const char *log_id, const char *client_addr)
+{
+	struct relay *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->loop = loop;
+	r->setup = setup_ref(setup);
+	r->session = s;
+	r->client = client;
+	snprintf(r->id, sizeof(r->id), "%s", log_id);
+	snprintf(r->client_addr, sizeof(r->client_addr), "%s", client_addr);
+	return r;
+}
+
+void
+relay_free(struct relay *r, bool quit)
+{
+	if (r == NULL)
+		return;
+	if (r->up != NULL) {
+		if (quit && upstream_is_ready(r->up) && !r->in_tx)
+			upstream_quit(r->up);
+		else {
+			if (r->op == OP_EOD || r->in_body)
+				log_info("session=%s client=%s status=aborted "
+				    "from=<%s> reason=\"client went away before "
+				    "the end of data\"", r->id, r->client_addr,
+				    r->sender);
+			upstream_abort(r->up);
+		}
+		r->up = NULL;
+	}
+	setup_unref(r->setup);
+	free(r);
+}
+
+void
+relay_mail(struct relay *r, const char *arg, size_t len, const char *sender)
+{
+	relay_tx_reset(r);
+	snprintf(r->sender, sizeof(r->sender), "%s", sender);
+	r->tx_start = ev_now(r->loop);
+	r->op = OP_MAIL;
+	if (r->up != NULL && upstream_is_ready(r->up)) {
+		relay_send_path(r, arg, len, true);
+		return;
+	}
+	if (len > sizeof(r->pending)) {
+		relay_reply_local(r, "500 5.5.2 Line too long\r\n");
+		return;
+	}
+	memcpy(r->pending, arg, len);
+	r->pending_len = len;
+	relay_drop_upstream(r);
+	r->try_idx = 0;
+	r->failure[0] = '\0';
+	relay_open_next(r);
+}
+
+static bool
+relay_usable(struct relay *r)
+{
+	if (r->up != NULL && upstream_is_ready(r->up) && !r->tx_broken)
+		return true;
+	relay_reply_local(r, "451 4.4.2 Upstream connection lost, try again later\r\n");
+	return false;
+}
+
+void
+relay_rcpt(struct relay *r, const char *arg, size_t len)
+{
+	r->op = OP_RCPT;
+	if (relay_usable(r))
+		relay_send_path(r, arg, len, false);
+}
+
+void
+relay_data(struct relay *r)
+{
+	r->op = OP_DATA;
+	if (relay_usable(r))
+		upstream_send(r->up, "DATA", 4);
+}
+
+void
+relay_rset(struct relay *r)
+{
+	r->op = OP_RSET;
+	if (r->up != NULL && upstream_is_ready(r->up) && r->in_tx) {
+		upstream_send(r->up, "RSET", 4);
+		return;
+	}
+	relay_tx_reset(r);
+	relay_reply_local(r, "250 2.0.0 Ok\r\n");
+}
+
+void
+relay_abandon(struct relay *r)
+{
+	if (r->in_tx)
+		relay_drop_upstream(r);
+	relay_tx_reset(r);
+}
+
+bool
+relay_in_transaction(const struct relay *r)
+{
+	return r->in_tx;
+}
+
+/* The end of data was reached: commit upstream, or answer locally. */
+static void
+relay_body_end(struct relay *r)
+{
+	char text[256];
+
+	if (!r->discard && r->dot.bare_eols > 0 && r->dot.reject_bare) {
+		r->discard = true;
+		snprintf(r->discard_reply, sizeof(r->discard_reply),
+		    "554 5.6.0 Message contains bare CR or LF (bare_lf = reject)\r\n");
+	}
+	if (r->discard) {
+		relay_drop_upstream(r);
+		snprintf(text, sizeof(text), "%.*s", (int)strcspn(
+		    r->discard_reply, "\r\n"), r->discard_reply);
+		relay_log_message(r, r->discard_reply[0] == '5' ? "rejected" :
+		    "deferred", text, "");
+		relay_tx_reset(r);
+		relay_reply_local(r, r->discard_reply);
+		return;
+	}
+	r->in_body = false;
+	r->op = OP_EOD;
+	upstream_end_data(r->up);
+}
+
+bool
+relay_body(struct relay *r)
+{
+	char out[RELAY_CHUNK];
+	uint64_t max = r->setup->cfg->max_message_size;
+
+	for (;;) {
+		size_t inlen, used = 0, outlen = 0, room;
+		const char *in = conn_in(r->client, &inlen);
+		enum dot_res res;
+
+		if (inlen == 0)
+			return false;
+		if (r->discard || r->up == NULL) {
+			room = sizeof(out);
+			if (!r->discard) {
+				r->discard = true;
+				snprintf(r->discard_reply, sizeof(r->discard_reply),
+				    "451 4.4.2 Upstream connection lost, try again later\r\n");
+			}
+		} else {
+			room = upstream_body_room(r->up);
+			if (room > sizeof(out))
+				room = sizeof(out);
+			if (room < DOT_OUT_RESERVE * 2) {
+				conn_pause(r->client);  /* resumed on drain */
+				return false;
+			}
+		}
+		res = dot_decode(&r->dot, in, inlen, &used, out, room, &outlen);
+		if (!r->discard && max > 0 && r->dot.out_bytes > max) {
+			r->discard = true;
+			r->oversize = true;
+			snprintf(r->discard_reply, sizeof(r->discard_reply),
+			    "552 5.3.4 Message size exceeds fixed limit\r\n");
+			relay_drop_upstream(r);
+		}
+		if (!r->discard && r->dot.reject_bare && r->dot.bare_eols > 0) {
+			r->discard = true;
+			snprintf(r->discard_reply, sizeof(r->discard_reply),
+			    "554 5.6.0 Message contains bare CR or LF (bare_lf = reject)\r\n");
+			relay_drop_upstream(r);
+		}
+		if (!r->discard && outlen > 0)
+			upstream_body(r->up, out, outlen);
+		conn_consume(r->client, used);
+		if (res == DOT_END) {
+			relay_body_end(r);
+			return true;
+		}
+	}
+}
+
+/* ---- start-up probe -------------------------------------------------- */
+
+struct probe {
+	struct setup *setup;
+	struct upstream *up;
+	size_t idx;
+	char id[16];
+};
+
+static void
+probe_done(struct probe *p)
+{
+	setup_unref(p->setup);
+	free(p);
+}
+
+static void
+probe_ready(void *arg)
+{
+	struct probe *p = arg;
+	const struct smtp_caps *c = upstream_caps(p->up);
+
+	setup_learn_caps(p->setup, p->idx, c);
+	log_info("probe upstream=\"%s\" ok: authenticated, size=%llu "
+	    "smtputf8=%s dsn=%s", upstream_label(p->up),
+	    (unsigned long long)c->size, c->smtputf8 ? "yes" : "no",
+	    c->dsn ? "yes" : "no");
+	upstream_quit(p->up);
+	probe_done(p);
+}
+
+static void
+probe_reply(void *arg, const struct smtp_reply *rep)
+{
+	(void)arg;
+	(void)rep;
+}
+
+static void
+probe_failed(void *arg, enum upstream_fail kind, bool before_ready,
+    const char *why)
+{
+	struct probe *p = arg;
+	const struct cfg_upstream *c = &p->setup->cfg->upstream[p->idx];
+
+	(void)before_ready;
+	if (kind == UP_FAIL_AUTH)
+		log_error("probe: configuration error: upstream %s rejected the "
+		    "credentials of user %s: %s", c->host,
+		    c->username ? c->username : "-", why);
+	else
+		log_warn("probe: upstream %s:%u not usable now (%s): %s",
+		    c->host, c->port, upstream_fail_name(kind), why);
+	upstream_abort(p->up);
+	probe_done(p);
+}
+
+static const struct upstream_events probe_events = {
+	.ready = probe_ready,
+	.reply = probe_reply,
+	.failed = probe_failed,
+	.drain = NULL,
+};
+
+void
+relay_probe(struct ev_loop *loop, struct setup *s)
+{
+	for (size_t i = 0; i < s->cfg->nupstream; i++) {
+		struct probe *p = calloc(1, sizeof(*p));
+		struct upstream_params prm = {
+			.cfg = &s->cfg->upstream[i],
+			.tls = s->tls[i],
+			.helo = s->cfg->upstream[i].helo_name ?
+			    s->cfg->upstream[i].helo_name : s->cfg->hostname,
+			.command_timeout = s->cfg->command_timeout,
+			.data_timeout = s->cfg->data_timeout,
+			.log_id = "probe",
+		};
+
+		if (p == NULL)
+			return;
+		p->setup = setup_ref(s);
+		p->idx = i;
+		p->up = upstream_open(loop, &prm, &probe_events, p);
+		if (p->up == NULL)
+			probe_done(p);
+	}
+}

@@ -1,0 +1,90 @@
+/*
+ * setup.c - a configuration plus what is derived from it, refcounted.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "relay25/setup.h"
+#include "relay25/tls.h"
+
+struct setup *
+setup_new(struct cfg *cfg, char *err, size_t errlen)
+{
+	struct setup *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		cfg_free(cfg);
+		return NULL;
+	}
+	s->refs = 1;
+	s->cfg = cfg;
+	for (size_t i = 0; i < cfg->nupstream; i++) {
+		const struct cfg_upstream *u = &cfg->upstream[i];
+		char why[256];
+
+		if (u->tls == CFG_TLS_NONE)
+			continue;
+		s->tls[i] = tls_ctx_new(u->tls_verify, u->ca_file,
+		    u->tls_min_version, u->has_fingerprint ? u->fingerprint :
+		    NULL, why, sizeof(why));
+		if (s->tls[i] == NULL) {
+			snprintf(err, errlen, "upstream %s%s%s: %s", u->name,
+			    u->name[0] ? " " : "", u->host, why);
+			setup_unref(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+struct setup *
+setup_ref(struct setup *s)
+{
+	s->refs++;
+	return s;
+}
+
+void
+setup_unref(struct setup *s)
+{
+	if (s == NULL || --s->refs > 0)
+		return;
+	for (size_t i = 0; i < CFG_MAX_UPSTREAMS; i++)
+		tls_ctx_free(s->tls[i]);
+	cfg_free(s->cfg);
+	free(s);
+}
+
+void
+setup_learn_caps(struct setup *s, size_t i, const struct smtp_caps *caps)
+{
+	if (i >= s->cfg->nupstream)
+		return;
+	s->caps[i] = *caps;
+	s->caps_known[i] = true;
+}
+
+static bool
+all_known_and(const struct setup *s, bool (*pred)(const struct smtp_caps *))
+{
+	for (size_t i = 0; i < s->cfg->nupstream; i++)
+		if (!s->caps_known[i] || !pred(&s->caps[i]))
+			return false;
+	return s->cfg->nupstream > 0;
+}
+
+static bool has_smtputf8(const struct smtp_caps *c) { return c->smtputf8; }
+static bool has_dsn(const struct smtp_caps *c) { return c->dsn; }
+
+bool
+setup_all_offer_smtputf8(const struct setup *s)
+{
+	return all_known_and(s, has_smtputf8);
+}
+
+bool
+setup_all_offer_dsn(const struct setup *s)
+{
+	return all_known_and(s, has_dsn);
+}

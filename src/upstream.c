@@ -1,0 +1,683 @@
+/*
+ * upstream.c - the ESP leg: SMTP client state machine over conn.
+ *
+ * Entering a state sends that state's command and arms its timer;
+ * upstream_reply() looks at the reply and picks the next state. Only the
+ * owner's forwarded commands (MAIL, RCPT, DATA, RSET) and the body travel
+ * after UP_READY.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ev.h>
+
+#include "relay25/auth.h"
+#include "relay25/conn.h"
+#include "relay25/log.h"
+#include "relay25/reap.h"
+#include "relay25/resolve.h"
+#include "relay25/upstream.h"
+
+#define UP_IN_MAX   8192
+#define UP_OUT_MAX  (64 * 1024)
+#define UP_MAX_ADDRS 8
+#define UP_QUIT_WAIT 5.0
+
+enum up_state {
+	UP_RESOLVE, UP_CONNECT, UP_TLS_IMPLICIT, UP_BANNER, UP_EHLO,
+	UP_STARTTLS, UP_TLS, UP_EHLO2, UP_AUTH_PLAIN, UP_AUTH_LOGIN,
+	UP_AUTH_LOGIN_USER, UP_AUTH_LOGIN_PASS, UP_READY, UP_CMD, UP_BODY,
+	UP_EOD, UP_QUIT, UP_DEAD,
+};
+
+static const char *const state_names[] = {
+	"RESOLVE", "CONNECT", "TLS_IMPLICIT", "BANNER", "EHLO", "STARTTLS",
+	"TLS", "EHLO2", "AUTH_PLAIN", "AUTH_LOGIN", "AUTH_LOGIN_USER",
+	"AUTH_LOGIN_PASS", "READY", "CMD", "BODY", "EOD", "QUIT", "DEAD",
+};
+
+struct upstream {
+	struct ev_loop *loop;
+	struct upstream_params p;
+	const struct upstream_events *ev;
+	void *arg;
+	enum up_state state;
+	struct conn *conn;
+	struct resolve_req *rreq;
+	struct sockaddr_storage addrs[UP_MAX_ADDRS];
+	socklen_t addrlens[UP_MAX_ADDRS];
+	size_t naddrs, addr_idx;
+	struct smtp_reply_parser rp;
+	struct smtp_caps caps;
+	bool sent_data;                 /* last command was DATA */
+	bool want_drain;
+	char label[300];
+	char port[8];
+};
+
+static void upstream_enter(struct upstream *, enum up_state);
+static void upstream_conn_cb(struct conn *, enum conn_event, void *);
+static void upstream_connect_next(struct upstream *);
+
+const char *
+upstream_fail_name(enum upstream_fail f)
+{
+	switch (f) {
+	case UP_FAIL_CONNECT: return "connect";
+	case UP_FAIL_TLS: return "tls";
+	case UP_FAIL_AUTH: return "auth";
+	case UP_FAIL_AUTH_TEMP: return "auth-temporary";
+	case UP_FAIL_LOST: return "lost";
+	case UP_FAIL_TIMEOUT: return "timeout";
+	}
+	return "unknown";
+}
+
+static const char *
+upstream_state_name(enum up_state s)
+{
+	return state_names[s];
+}
+
+static bool
+before_ready(const struct upstream *u)
+{
+	return u->state < UP_READY;
+}
+
+static void
+upstream_release(void *p)
+{
+	free(p);
+}
+
+/* Tear down I/O; the struct itself is reaped later. */
+static void
+upstream_close(struct upstream *u)
+{
+	if (u->rreq != NULL) {
+		resolve_cancel(u->rreq);
+		u->rreq = NULL;
+	}
+	if (u->conn != NULL) {
+		conn_free(u->conn);
+		u->conn = NULL;
+	}
+	if (u->state != UP_DEAD) {
+		u->state = UP_DEAD;
+		reap_later(upstream_release, u);
+	}
+}
+
+/* Report a failure once and go quiet; the owner then calls abort. */
+static void
+upstream_fail(struct upstream *u, enum upstream_fail kind, const char *why)
+{
+	const struct upstream_events *ev = u->ev;
+	bool early = before_ready(u);
+
+	if (u->state == UP_DEAD || ev == NULL)
+		return;
+	log_debug("session=%s upstream=\"%s\" state=%s failed=%s reason=\"%s\"",
+	    u->p.log_id, u->label, upstream_state_name(u->state),
+	    upstream_fail_name(kind), why);
+	if (u->conn != NULL) {
+		conn_free(u->conn);
+		u->conn = NULL;
+	}
+	u->ev = NULL;            /* one failure report, then silence */
+	u->state = UP_QUIT;      /* not DEAD: the owner still aborts us */
+	ev->failed(u->arg, kind, early, why);
+}
+
+static void
+upstream_write_line(struct upstream *u, const char *line, size_t len,
+    bool secret)
+{
+	char shown[160];
+
+	if (secret)
+		log_debug("session=%s upstream=\"%s\" >>> %.*s ********",
+		    u->p.log_id, u->label,
+		    (int)(memchr(line, ' ', len) ? (size_t)((const char *)
+		    memchr(line, ' ', len) - line) : len), line);
+	else if (log_enabled(CFG_LOG_DEBUG))
+		log_debug("session=%s upstream=\"%s\" >>> %s", u->p.log_id,
+		    u->label, log_sanitize(shown, sizeof(shown), line, len));
+	if (conn_write(u->conn, line, len) < 0 ||
+	    conn_write(u->conn, "\r\n", 2) < 0) {
+		upstream_fail(u, UP_FAIL_LOST, "output buffer full");
+		return;
+	}
+}
+
+static void
+upstream_enter(struct upstream *u, enum up_state s)
+{
+	char buf[1200];
+	int n;
+
+	log_debug("session=%s upstream=\"%s\" state %s -> %s", u->p.log_id,
+	    u->label, upstream_state_name(u->state), upstream_state_name(s));
+	u->state = s;
+	switch (s) {
+	case UP_EHLO:
+	case UP_EHLO2:
+		n = snprintf(buf, sizeof(buf), "EHLO %s", u->p.helo);
+		upstream_write_line(u, buf, (size_t)n, false);
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
+	case UP_STARTTLS:
+		upstream_write_line(u, "STARTTLS", 8, false);
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
+	case UP_AUTH_PLAIN: {
+		char b64[1100];
+		size_t bl = auth_plain(u->p.cfg->username, u->p.cfg->password,
+		    b64, sizeof(b64));
+		if (bl == 0) {
+			upstream_fail(u, UP_FAIL_AUTH, "credentials too long");
+			return;
+		}
+		n = snprintf(buf, sizeof(buf), "AUTH PLAIN %s", b64);
+		explicit_bzero(b64, sizeof(b64));
+		upstream_write_line(u, buf, (size_t)n, true);
+		explicit_bzero(buf, sizeof(buf));
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
+	}
+	case UP_AUTH_LOGIN:
+		upstream_write_line(u, "AUTH LOGIN", 10, false);
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
+	case UP_AUTH_LOGIN_USER:
+	case UP_AUTH_LOGIN_PASS: {
+		const char *v = s == UP_AUTH_LOGIN_USER ? u->p.cfg->username :
+		    u->p.cfg->password;
+		size_t bl = auth_b64(v, strlen(v), buf, sizeof(buf));
+		if (bl == 0) {
+			upstream_fail(u, UP_FAIL_AUTH, "credentials too long");
+			return;
+		}
+		upstream_write_line(u, buf, bl, true);
+		explicit_bzero(buf, sizeof(buf));
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
+	}
+	case UP_READY:
+		conn_set_timeout(u->conn, 0);
+		break;
+	case UP_QUIT:
+		upstream_write_line(u, "QUIT", 4, false);
+		conn_set_timeout(u->conn, UP_QUIT_WAIT);
+		break;
+	default:
+		break;
+	}
+}
+
+/* After EHLO (the last one before AUTH): authenticate or be ready. */
+static void
+upstream_after_ehlo(struct upstream *u)
+{
+	const struct cfg_upstream *c = u->p.cfg;
+	enum cfg_auth mech;
+
+	if (c->username == NULL) {
+		upstream_enter(u, UP_READY);
+		u->ev->ready(u->arg);
+		return;
+	}
+	mech = auth_choose(c->auth, u->caps.auth);
+	switch (mech) {
+	case CFG_AUTH_PLAIN:
+		upstream_enter(u, UP_AUTH_PLAIN);
+		break;
+	case CFG_AUTH_LOGIN:
+		upstream_enter(u, UP_AUTH_LOGIN);
+		break;
+	default:
+		upstream_fail(u, UP_FAIL_AUTH, u->caps.auth == 0 ?
+		    "server offers no AUTH (wrong port, or AUTH only after TLS?)" :
+		    "server offers no AUTH mechanism relay25 can use with this configuration");
+		break;
+	}
+}
+
+static void
+reply_text(const struct smtp_reply *r, char *out, size_t outlen)
+{
+	smtp_reply_summary(r, out, outlen);
+}
+
+static void
+upstream_auth_reply(struct upstream *u, const struct smtp_reply *r)
+{
+	char why[300], sum[200];
+
+	if (r->code == 235) {
+		log_debug("session=%s upstream=\"%s\" authenticated as %s",
+		    u->p.log_id, u->label, u->p.cfg->username);
+		upstream_enter(u, UP_READY);
+		u->ev->ready(u->arg);
+		return;
+	}
+	if (r->code == 334 && u->state == UP_AUTH_LOGIN) {
+		upstream_enter(u, UP_AUTH_LOGIN_USER);
+		return;
+	}
+	if (r->code == 334 && u->state == UP_AUTH_LOGIN_USER) {
+		upstream_enter(u, UP_AUTH_LOGIN_PASS);
+		return;
+	}
+	reply_text(r, sum, sizeof(sum));
+	snprintf(why, sizeof(why), "AUTH %s rejected: %s",
+	    u->state == UP_AUTH_PLAIN ? "PLAIN" : "LOGIN", sum);
+	if (r->code >= 400 && r->code < 500)
+		upstream_fail(u, UP_FAIL_AUTH_TEMP, why);
+	else
+		upstream_fail(u, UP_FAIL_AUTH, why);
+}
+
+static void
+upstream_handshake_reply(struct upstream *u, const struct smtp_reply *r)
+{
+	char why[300], sum[200];
+
+	reply_text(r, sum, sizeof(sum));
+	switch (u->state) {
+	case UP_BANNER:
+		if (r->code != 220) {
+			snprintf(why, sizeof(why), "greeting: %s", sum);
+			upstream_fail(u, UP_FAIL_CONNECT, why);
+			return;
+		}
+		upstream_enter(u, UP_EHLO);
+		return;
+	case UP_EHLO:
+	case UP_EHLO2:
+		if (r->code != 250) {
+			snprintf(why, sizeof(why), "EHLO refused: %s", sum);
+			upstream_fail(u, UP_FAIL_CONNECT, why);
+			return;
+		}
+		smtp_caps_parse(r, &u->caps);
+		if (u->state == UP_EHLO && u->p.cfg->tls == CFG_TLS_STARTTLS) {
+			if (!u->caps.starttls) {
+				upstream_fail(u, UP_FAIL_TLS,
+				    "server does not offer STARTTLS (port for implicit TLS? try tls = implicit)");
+				return;
+			}
+			upstream_enter(u, UP_STARTTLS);
+			return;
+		}
+		upstream_after_ehlo(u);
+		return;
+	case UP_STARTTLS:
+		if (r->code != 220) {
+			snprintf(why, sizeof(why), "STARTTLS refused: %s", sum);
+			upstream_fail(u, UP_FAIL_TLS, why);
+			return;
+		}
+		/* Anything already buffered was sent in plaintext after the
+		 * 220: an injection attempt (CVE-2011-0411 class). */
+		if (conn_starttls(u->conn, u->p.tls, u->p.cfg->server_name ?
+		    u->p.cfg->server_name : u->p.cfg->host) < 0) {
+			upstream_fail(u, UP_FAIL_TLS,
+			    "plaintext bytes after the STARTTLS reply");
+			return;
+		}
+		u->state = UP_TLS;
+		conn_set_timeout(u->conn, u->p.cfg->connect_timeout);
+		return;
+	default:
+		upstream_auth_reply(u, r);
+		return;
+	}
+}
+
+static void
+upstream_reply(struct upstream *u, const struct smtp_reply *r)
+{
+	char sum[200];
+
+	if (log_enabled(CFG_LOG_DEBUG)) {
+		reply_text(r, sum, sizeof(sum));
+		log_debug("session=%s upstream=\"%s\" <<< %s", u->p.log_id,
+		    u->label, sum);
+	}
+	switch (u->state) {
+	case UP_BANNER: case UP_EHLO: case UP_EHLO2: case UP_STARTTLS:
+	case UP_AUTH_PLAIN: case UP_AUTH_LOGIN: case UP_AUTH_LOGIN_USER:
+	case UP_AUTH_LOGIN_PASS:
+		upstream_handshake_reply(u, r);
+		return;
+	case UP_CMD:
+		if (u->sent_data && r->code == 354) {
+			u->state = UP_BODY;
+			conn_set_timeout(u->conn, u->p.data_timeout);
+		} else {
+			u->state = UP_READY;
+			conn_set_timeout(u->conn, 0);
+		}
+		u->ev->reply(u->arg, r);
+		return;
+	case UP_EOD:
+		u->state = UP_READY;
+		conn_set_timeout(u->conn, 0);
+		u->ev->reply(u->arg, r);
+		return;
+	case UP_BODY:
+		/* The ESP answered before the end of data (it gave up on the
+		 * message): pass its reply on, the connection is finished. */
+		u->ev->reply(u->arg, r);
+		if (u->state == UP_BODY)
+			upstream_fail(u, UP_FAIL_LOST,
+			    "server replied before the end of data");
+		return;
+	case UP_QUIT:
+		upstream_close(u);
+		return;
+	default:
+		reply_text(r, sum, sizeof(sum));
+		upstream_fail(u, UP_FAIL_LOST, "unexpected reply from server");
+		return;
+	}
+}
+
+static void
+upstream_read(struct upstream *u)
+{
+	size_t len, used;
+	const char *in;
+	enum smtp_res res;
+
+	while (u->conn != NULL && u->state != UP_DEAD) {
+		in = conn_in(u->conn, &len);
+		if (len == 0)
+			return;
+		if (u->state == UP_TLS || u->state == UP_TLS_IMPLICIT ||
+		    u->state == UP_CONNECT) {
+			return;  /* nothing should arrive; conn refuses TLS */
+		}
+		res = smtp_reply_feed(&u->rp, in, len, &used);
+		conn_consume(u->conn, used);
+		if (res == SMTP_AGAIN)
+			return;
+		if (res == SMTP_ERROR) {
+			upstream_fail(u, UP_FAIL_LOST, "malformed reply from server");
+			return;
+		}
+		struct smtp_reply r = u->rp.reply;
+		smtp_reply_init(&u->rp);
+		/* Replies are answered one at a time; anything the server
+		 * sends unasked after that is an error caught on the next
+		 * pass. */
+		if (u->ev == NULL && u->state != UP_QUIT)
+			return;
+		upstream_reply(u, &r);
+	}
+}
+
+static void
+upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
+{
+	struct upstream *u = arg;
+	char why[300];
+
+	(void)c;
+	switch (e) {
+	case CONN_CONNECTED:
+		log_debug("session=%s upstream=\"%s\" connected", u->p.log_id,
+		    u->label);
+		if (u->p.cfg->tls == CFG_TLS_IMPLICIT) {
+			if (conn_starttls(u->conn, u->p.tls,
+			    u->p.cfg->server_name ? u->p.cfg->server_name :
+			    u->p.cfg->host) < 0) {
+				upstream_fail(u, UP_FAIL_TLS, "cannot start TLS");
+				return;
+			}
+			u->state = UP_TLS_IMPLICIT;
+		} else {
+			u->state = UP_BANNER;
+			conn_set_timeout(u->conn, u->p.command_timeout);
+		}
+		return;
+	case CONN_TLS_READY:
+		log_debug("session=%s upstream=\"%s\" tls=%s cipher=%s",
+		    u->p.log_id, u->label, conn_tls_version(u->conn),
+		    conn_tls_cipher(u->conn));
+		if (u->state == UP_TLS_IMPLICIT) {
+			u->state = UP_BANNER;
+			conn_set_timeout(u->conn, u->p.command_timeout);
+		} else
+			upstream_enter(u, UP_EHLO2);
+		upstream_read(u);
+		return;
+	case CONN_READ:
+		upstream_read(u);
+		return;
+	case CONN_DRAIN:
+		if (u->state == UP_BODY && u->ev != NULL && u->ev->drain)
+			u->ev->drain(u->arg);
+		return;
+	case CONN_EOF:
+		if (u->state == UP_QUIT) {
+			upstream_close(u);
+			return;
+		}
+		upstream_read(u);   /* a last reply (e.g. 421) first */
+		if (u->state == UP_DEAD || u->ev == NULL)
+			return;
+		if (u->state == UP_CONNECT) {
+			upstream_connect_next(u);
+			return;
+		}
+		upstream_fail(u, before_ready(u) && u->state != UP_READY ?
+		    (u->state == UP_TLS || u->state == UP_TLS_IMPLICIT ?
+		    UP_FAIL_TLS : UP_FAIL_CONNECT) : UP_FAIL_LOST,
+		    "connection closed by server");
+		return;
+	case CONN_ERROR:
+		if (u->state == UP_QUIT) {
+			upstream_close(u);
+			return;
+		}
+		snprintf(why, sizeof(why), "%s", conn_error(c));
+		if (u->state == UP_CONNECT) {
+			log_debug("session=%s upstream=\"%s\" connect: %s",
+			    u->p.log_id, u->label, why);
+			upstream_connect_next(u);
+			return;
+		}
+		upstream_fail(u, (u->state == UP_TLS ||
+		    u->state == UP_TLS_IMPLICIT) ? UP_FAIL_TLS :
+		    before_ready(u) ? UP_FAIL_CONNECT : UP_FAIL_LOST, why);
+		return;
+	case CONN_TIMEOUT:
+		if (u->state == UP_QUIT) {
+			upstream_close(u);
+			return;
+		}
+		if (u->state == UP_CONNECT) {
+			snprintf(why, sizeof(why), "connect timed out");
+			upstream_connect_next(u);
+			return;
+		}
+		snprintf(why, sizeof(why), "no answer in time (state %s)",
+		    upstream_state_name(u->state));
+		upstream_fail(u, UP_FAIL_TIMEOUT, why);
+		return;
+	}
+}
+
+static char last_connect_error[200];
+
+/* Try the next resolved address; fail when none is left. */
+static void
+upstream_connect_next(struct upstream *u)
+{
+	if (u->conn != NULL) {
+		snprintf(last_connect_error, sizeof(last_connect_error), "%s",
+		    conn_error(u->conn));
+		conn_free(u->conn);
+		u->conn = NULL;
+	}
+	while (u->addr_idx < u->naddrs) {
+		size_t i = u->addr_idx++;
+		u->conn = conn_connect(u->loop,
+		    (const struct sockaddr *)&u->addrs[i], u->addrlens[i],
+		    UP_IN_MAX, UP_OUT_MAX, upstream_conn_cb, u);
+		if (u->conn == NULL) {
+			snprintf(last_connect_error,
+			    sizeof(last_connect_error), "%s", strerror(errno));
+			continue;
+		}
+		u->state = UP_CONNECT;
+		conn_set_timeout(u->conn, u->p.cfg->connect_timeout);
+		return;
+	}
+	char why[300];
+	snprintf(why, sizeof(why), "cannot connect to %s port %u: %s",
+	    u->p.cfg->host, u->p.cfg->port, last_connect_error[0] ?
+	    last_connect_error : "no address");
+	u->state = UP_CONNECT;
+	upstream_fail(u, UP_FAIL_CONNECT, why);
+}
+
+static void
+upstream_resolved(void *arg, int err, const struct addrinfo *res)
+{
+	struct upstream *u = arg;
+	char why[300];
+
+	u->rreq = NULL;
+	if (err != 0) {
+		snprintf(why, sizeof(why), "cannot resolve %s: %s",
+		    u->p.cfg->host, gai_strerror(err));
+		upstream_fail(u, UP_FAIL_CONNECT, why);
+		return;
+	}
+	for (const struct addrinfo *ai = res; ai != NULL &&
+	    u->naddrs < UP_MAX_ADDRS; ai = ai->ai_next) {
+		if (ai->ai_addrlen > sizeof(u->addrs[0]))
+			continue;
+		memcpy(&u->addrs[u->naddrs], ai->ai_addr, ai->ai_addrlen);
+		u->addrlens[u->naddrs++] = ai->ai_addrlen;
+	}
+	last_connect_error[0] = '\0';
+	upstream_connect_next(u);
+}
+
+struct upstream *
+upstream_open(struct ev_loop *loop, const struct upstream_params *p,
+    const struct upstream_events *ev, void *arg)
+{
+	struct upstream *u = calloc(1, sizeof(*u));
+
+	if (u == NULL)
+		return NULL;
+	u->loop = loop;
+	u->p = *p;
+	u->ev = ev;
+	u->arg = arg;
+	u->state = UP_RESOLVE;
+	smtp_reply_init(&u->rp);
+	snprintf(u->port, sizeof(u->port), "%u", p->cfg->port);
+	snprintf(u->label, sizeof(u->label), "%s%s%s:%u", p->cfg->name,
+	    p->cfg->name[0] ? " " : "", p->cfg->host, p->cfg->port);
+	u->rreq = resolve_start(loop, p->cfg->host, u->port,
+	    upstream_resolved, u);
+	if (u->rreq == NULL) {
+		free(u);
+		return NULL;
+	}
+	return u;
+}
+
+void
+upstream_send(struct upstream *u, const char *line, size_t len)
+{
+	if (u->state != UP_READY || u->conn == NULL)
+		return;
+	u->sent_data = (len == 4 && strncasecmp(line, "DATA", 4) == 0);
+	u->state = UP_CMD;
+	upstream_write_line(u, line, len, false);
+	if (u->state == UP_CMD)
+		conn_set_timeout(u->conn, u->p.command_timeout);
+}
+
+size_t
+upstream_body_room(const struct upstream *u)
+{
+	if (u->state != UP_BODY || u->conn == NULL)
+		return 0;
+	return conn_out_room(u->conn);
+}
+
+void
+upstream_body(struct upstream *u, const char *buf, size_t len)
+{
+	if (u->state != UP_BODY || u->conn == NULL || len == 0)
+		return;
+	if (conn_write(u->conn, buf, len) < 0) {
+		upstream_fail(u, UP_FAIL_LOST, "body exceeds output buffer");
+		return;
+	}
+	conn_set_timeout(u->conn, u->p.data_timeout);
+}
+
+void
+upstream_end_data(struct upstream *u)
+{
+	if (u->state != UP_BODY || u->conn == NULL)
+		return;
+	u->state = UP_EOD;
+	if (conn_write(u->conn, ".\r\n", 3) < 0) {
+		upstream_fail(u, UP_FAIL_LOST, "output buffer full");
+		return;
+	}
+	conn_set_timeout(u->conn, u->p.data_timeout);
+}
+
+void
+upstream_quit(struct upstream *u)
+{
+	if (u == NULL || u->state == UP_DEAD)
+		return;
+	u->ev = NULL;
+	if (u->conn != NULL && u->state == UP_READY) {
+		upstream_enter(u, UP_QUIT);
+		if (u->state == UP_QUIT && u->conn != NULL)
+			return;
+	}
+	upstream_close(u);
+}
+
+void
+upstream_abort(struct upstream *u)
+{
+	if (u == NULL || u->state == UP_DEAD)
+		return;
+	u->ev = NULL;
+	upstream_close(u);
+}
+
+bool
+upstream_is_ready(const struct upstream *u)
+{
+	return u != NULL && u->state == UP_READY && u->ev != NULL;
+}
+
+const struct smtp_caps *
+upstream_caps(const struct upstream *u)
+{
+	return &u->caps;
+}
+
+const char *
+upstream_label(const struct upstream *u)
+{
+	return u->label;
+}
