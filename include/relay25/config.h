@@ -56,8 +56,9 @@ struct cfg_upstream {
 	bool has_fingerprint;
 	uint8_t fingerprint[32];/* sha256 of the DER certificate */
 	char *username;         /* NULL: no AUTH */
-	char *password;         /* secret: resolved from password, _file or _env
-	                         * at load time; _command stays a command */
+	char *password;         /* secret: resolved at load time from password,
+	                         * _file, _env or _command (whichever is set;
+	                         * the command is kept for re-running it) */
 	char *password_file;
 	char *password_env;
 	char *password_command;
@@ -107,6 +108,9 @@ struct cfg {
  * "file:line: message" (or "RELAY25_X: message" for the environment) to err.
  * Warnings (a password in a file readable by others, ...) go to warn as
  * "warning: ..." lines even on success. err/warn may be NULL.
+ *
+ * Blocking, not thread-safe: it sets inih's global options while parsing
+ * (and restores them), and runs password_command, if set, to completion.
  */
 struct cfg *cfg_load(const char *path, char *const *envp, FILE *err,
     FILE *warn);
@@ -123,7 +127,18 @@ int cfg_parse_bool(const char *s, bool *out);           /* yes/no/true/false/on/
 int cfg_parse_addr(const char *s, struct cfg_addr *out, uint16_t default_port);
 int cfg_parse_cidr(const char *s, struct cfg_cidr *out);
 
-/* Is this socket address inside one of the networks? */
+/*
+ * Run a password_command with `sh -c` and return the first line it prints
+ * (trailing CR/LF removed) as a new string; the caller wipes it
+ * (explicit_bzero) and frees it. Blocks until the command exits: call it
+ * off the event loop (cfg_load() runs it once). On failure (non-zero exit,
+ * empty first line) returns NULL with a reason in why that never contains
+ * the command's output.
+ */
+char *cfg_password_command(const char *cmd, char *why, size_t whylen);
+
+/* Is this socket address inside one of the networks? IPv4-mapped IPv6
+ * addresses (::ffff:a.b.c.d) match IPv4 networks and vice versa. */
 bool cfg_allowed(const struct cfg *, const struct sockaddr *sa);
 bool cfg_cidr_match(const struct cfg_cidr *, const struct sockaddr *sa);
 
