@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <ev.h>
 
@@ -576,6 +577,9 @@ session_new(struct server *srv, struct setup *setup, int fd)
 	s->state = S_CMD;
 	s->waiting = SMTP_CMD_UNKNOWN;
 	smtp_line_init(&s->ls, SMTP_LINE_MAX);
+	if (session_counter == 0)   /* ids differ across restarts */
+		session_counter = ((unsigned long long)time(NULL) << 20) ^
+		    ((unsigned long long)getpid() << 4);
 	snprintf(s->id, sizeof(s->id), "%012llx",
 	    (++session_counter * 0x9e3779b97f4a7c15ULL) >> 16 & 0xffffffffffffULL);
 	getpeername(fd, (struct sockaddr *)&s->peer, &sl);
