@@ -1880,6 +1880,12 @@ cfg_finish_upstream(struct cfg_ctx *c, size_t i)
 	if (u->ca_file && access(u->ca_file, R_OK) < 0)
 		cfg_err(c, cfg_origin(s, "ca_file"), "ca_file %s: %s",
 		    u->ca_file, strerror(errno));
+	/* Accepted by the grammar, not yet spoken by the upstream leg: say
+	 * so now rather than fail at the first message. */
+	if (u->auth == CFG_AUTH_CRAM_MD5 || u->auth == CFG_AUTH_XOAUTH2)
+		cfg_err(c, cfg_origin(s, "auth"), "auth = %s is not "
+		    "implemented in this version; use auto, plain or login",
+		    u->auth == CFG_AUTH_CRAM_MD5 ? "cram-md5" : "xoauth2");
 	cfg_finish_auth(c, s, u);
 }
 

@@ -437,7 +437,7 @@ Test(config, typed_keys)
 	    "tls_min_version = 1.3\n"
 	    "fingerprint = sha256:AB:cd:EF:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:"
 	    "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\n"
-	    "auth = cram-md5\n"
+	    "auth = login\n"
 	    "helo_name = [192.0.2.1]\n"
 	    "server_name = mail.example.net\n"
 	    "pool_size = 4\n"
@@ -469,7 +469,7 @@ Test(config, typed_keys)
 	cr_assert_eq(u->fingerprint[0], 0xab);
 	cr_assert_eq(u->fingerprint[1], 0xcd);
 	cr_assert_eq(u->fingerprint[31], 0x89);
-	cr_assert_eq(u->auth, CFG_AUTH_CRAM_MD5);
+	cr_assert_eq(u->auth, CFG_AUTH_LOGIN);
 	cr_assert_str_eq(u->helo_name, "[192.0.2.1]");
 	cr_assert_str_eq(u->server_name, "mail.example.net");
 	cr_assert_eq(u->pool_size, 4);
@@ -1232,4 +1232,33 @@ Test(config, example_file_loads)
 	cr_assert_str_eq(r.warn, "");
 	cr_assert_str_eq(r.cfg->upstream[0].host, "smtp.example.net");
 	done(&r);
+}
+
+/* Mechanisms the grammar knows but the upstream leg does not speak yet
+ * are refused at load, not at the first message. */
+Test(config, auth_not_yet_implemented)
+{
+	const char *ini = "[upstream]\nhost = smtp.example.net\n"
+	    "username = u\npassword = p\nauth = xoauth2\n";
+	char dir[] = "/tmp/relay25-cfg-XXXXXX";
+	char path[256], *err = NULL;
+	size_t errlen = 0;
+	FILE *f, *errf = open_memstream(&err, &errlen);
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/r.ini", dir);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(ini, f);
+	fclose(f);
+	chmod(path, 0600);
+	char *envp[] = { NULL };
+	struct cfg *cfg = cfg_load(path, envp, errf, NULL);
+	fclose(errf);
+	cr_assert_null(cfg);
+	cr_assert(strstr(err, "r.ini:5: auth = xoauth2 is not implemented") != NULL,
+	    "got: %s", err);
+	free(err);
+	unlink(path);
+	rmdir(dir);
 }
