@@ -12,7 +12,7 @@ for t in "$@"; do
 	name=$(basename "$t")
 	# Criterion prints its summary on stderr; LSan reports do not fail a
 	# test by themselves, so look for them too.
-	if ASAN_OPTIONS=detect_leaks=1 "$t" --jobs 2 >"$log/$name.out" 2>&1 &&
+	if ASAN_OPTIONS=detect_leaks=1 "$t" --jobs 1 >"$log/$name.out" 2>&1 &&
 	   ! grep -q -e 'ERROR: LeakSanitizer' -e 'ERROR: AddressSanitizer' \
 	        -e 'runtime error:' "$log/$name.out"; then
 		upass=$((upass + 1))
