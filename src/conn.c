@@ -638,6 +638,26 @@ conn_tls_cipher(const struct conn *c)
 	return v;
 }
 
+void
+conn_tls_peer_cert(const struct conn *c, struct conn_peer_cert *out)
+{
+	WOLFSSL_X509 *x;
+	WOLFSSL_ASN1_TIME *t;
+
+	memset(out, 0, sizeof(*out));
+	if (!conn_is_tls(c) || (x = wolfSSL_get_peer_certificate(c->ssl)) ==
+	    NULL)
+		return;
+	wolfSSL_X509_NAME_oneline(wolfSSL_X509_get_subject_name(x),
+	    out->subject, (int)sizeof(out->subject));
+	wolfSSL_X509_NAME_oneline(wolfSSL_X509_get_issuer_name(x),
+	    out->issuer, (int)sizeof(out->issuer));
+	if ((t = wolfSSL_X509_get_notAfter(x)) != NULL)
+		wolfSSL_ASN1_TIME_to_string(t, out->not_after,
+		    (int)sizeof(out->not_after));
+	wolfSSL_X509_free(x);
+}
+
 /* ---- reading ---------------------------------------------------------- */
 
 /*

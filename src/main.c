@@ -12,9 +12,11 @@
 #include <unistd.h>
 #include <ev.h>
 
+#include "relay25/check.h"
 #include "relay25/config.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
+#include "relay25/ping.h"
 #include "relay25/reap.h"
 #include "relay25/relay.h"
 #include "relay25/setup.h"
@@ -27,6 +29,8 @@ extern char **environ;
 struct opts {
 	const char *config;
 	bool test_config;
+	bool check;
+	bool ping;
 	int verbose;
 };
 
@@ -43,11 +47,15 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: relay25 [-c FILE] [-t] [-v] [-V] [-h]\n"
+	    "usage: relay25 [-c FILE] [-t] [--check] [--ping] [-v] [-V] [-h]\n"
 	    "  -c, --config FILE   configuration file (default %s;\n"
 	    "                      without it, RELAY25_* environment variables)\n"
 	    "  -t, --test-config   validate and print the effective configuration\n"
 	    "                      (secrets shown as ********); exit 0 or 1\n"
+	    "      --check         connect to every upstream: DNS, TCP, TLS,\n"
+	    "                      certificate, EHLO, AUTH; report; exit 0 or 1\n"
+	    "      --ping          health probe: greeting and NOOP against the\n"
+	    "                      first listen address; exit 0 or 1\n"
 	    "  -v, --verbose       more log detail (repeatable)\n"
 	    "  -V, --version       print the version\n"
 	    "  -h, --help          this text\n", CFG_DEFAULT_FILE);
@@ -59,6 +67,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 	static const struct option longopts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "test-config", no_argument, NULL, 't' },
+		{ "check", no_argument, NULL, 'C' },
+		{ "ping", no_argument, NULL, 'P' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -70,6 +80,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 		switch (ch) {
 		case 'c': o->config = optarg; break;
 		case 't': o->test_config = true; break;
+		case 'C': o->check = true; break;
+		case 'P': o->ping = true; break;
 		case 'v': o->verbose++; break;
 		case 'V':
 			printf("relay25 %s\n", RELAY25_VERSION);
@@ -229,8 +241,13 @@ main(int argc, char **argv)
 		cfg_free(cfg);
 		return 0;
 	}
+	if (d.opts.ping) {
+		rc = ping_run(cfg, PING_TIMEOUT);
+		cfg_free(cfg);
+		return rc;
+	}
 	log_init(effective_level(cfg, d.opts.verbose), cfg->log_format,
-	    cfg->log_target);
+	    d.opts.check ? CFG_LOG_STDERR : cfg->log_target);
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_global_init() < 0) {
 		log_error("TLS library initialisation failed");
@@ -241,6 +258,13 @@ main(int argc, char **argv)
 	if (setup == NULL) {
 		log_error("%s", err);
 		goto out_tls;
+	}
+	if (d.opts.check) {
+		/* Diagnostics speak for themselves; keep the log quiet. */
+		if (d.opts.verbose == 0)
+			log_set_level(CFG_LOG_ERROR);
+		rc = check_run(setup, stdout);
+		goto out_setup;
 	}
 	d.loop = ev_default_loop(EVFLAG_AUTO);
 	reap_init(d.loop);

@@ -7,6 +7,7 @@
  * after UP_READY.
  */
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,13 @@ upstream_fail(struct upstream *u, enum upstream_fail kind, const char *why)
 }
 
 static void
+upstream_step(struct upstream *u, enum upstream_step st, const char *detail)
+{
+	if (u->ev != NULL && u->ev->step != NULL)
+		u->ev->step(u->arg, st, detail);
+}
+
+static void
 upstream_write_line(struct upstream *u, const char *line, size_t len,
     bool secret)
 {
@@ -245,6 +253,24 @@ upstream_after_ehlo(struct upstream *u)
 	}
 }
 
+/* The capabilities in words: "PIPELINING SIZE 1000 AUTH PLAIN LOGIN". */
+static const char *
+upstream_caps_text(const struct smtp_caps *c, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s%s%s%s%s%s%s%s%s%s%s%s%s%s",
+	    c->starttls ? "STARTTLS " : "", c->pipelining ? "PIPELINING " : "",
+	    c->eightbitmime ? "8BITMIME " : "", c->smtputf8 ? "SMTPUTF8 " : "",
+	    c->dsn ? "DSN " : "", c->enhanced ? "ENHANCEDSTATUSCODES " : "",
+	    c->chunking ? "CHUNKING " : "", c->size_known ? "SIZE " : "",
+	    c->auth ? "AUTH" : "(no AUTH offered)",
+	    c->auth & SMTP_AUTH_PLAIN ? " PLAIN" : "",
+	    c->auth & SMTP_AUTH_LOGIN ? " LOGIN" : "",
+	    c->auth & SMTP_AUTH_CRAM_MD5 ? " CRAM-MD5" : "",
+	    c->auth & SMTP_AUTH_XOAUTH2 ? " XOAUTH2" : "",
+	    c->auth & SMTP_AUTH_OAUTHBEARER ? " OAUTHBEARER" : "");
+	return out;
+}
+
 static void
 reply_text(const struct smtp_reply *r, char *out, size_t outlen)
 {
@@ -259,6 +285,10 @@ upstream_auth_reply(struct upstream *u, const struct smtp_reply *r)
 	if (r->code == 235) {
 		log_debug("session=%s upstream=\"%s\" authenticated as %s",
 		    u->p.log_id, u->label, u->p.cfg->username);
+		snprintf(why, sizeof(why), "%s as %s accepted",
+		    u->state == UP_AUTH_PLAIN ? "PLAIN" : "LOGIN",
+		    u->p.cfg->username);
+		upstream_step(u, UP_STEP_AUTH, why);
 		upstream_enter(u, UP_READY);
 		u->ev->ready(u->arg);
 		return;
@@ -303,6 +333,8 @@ upstream_handshake_reply(struct upstream *u, const struct smtp_reply *r)
 			return;
 		}
 		smtp_caps_parse(r, &u->caps);
+		upstream_step(u, UP_STEP_EHLO, upstream_caps_text(&u->caps,
+		    why, sizeof(why)));
 		if (u->state == UP_EHLO && u->p.cfg->tls == CFG_TLS_STARTTLS) {
 			if (!u->caps.starttls) {
 				upstream_fail(u, UP_FAIL_TLS,
@@ -431,6 +463,15 @@ upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
 	case CONN_CONNECTED:
 		log_debug("session=%s upstream=\"%s\" connected", u->p.log_id,
 		    u->label);
+		if (u->ev != NULL && u->ev->step != NULL) {
+			char a[64] = "?";
+			size_t i = u->addr_idx - 1;
+			getnameinfo((const struct sockaddr *)&u->addrs[i],
+			    u->addrlens[i], a, sizeof(a), NULL, 0,
+			    NI_NUMERICHOST);
+			snprintf(why, sizeof(why), "%s port %s", a, u->port);
+			upstream_step(u, UP_STEP_CONNECTED, why);
+		}
 		if (u->p.cfg->tls == CFG_TLS_IMPLICIT) {
 			if (conn_starttls(u->conn, u->p.tls,
 			    u->p.cfg->server_name ? u->p.cfg->server_name :
@@ -448,6 +489,19 @@ upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
 		log_debug("session=%s upstream=\"%s\" tls=%s cipher=%s",
 		    u->p.log_id, u->label, conn_tls_version(u->conn),
 		    conn_tls_cipher(u->conn));
+		if (u->ev != NULL && u->ev->step != NULL) {
+			struct conn_peer_cert pc;
+			char detail[1024];
+			conn_tls_peer_cert(u->conn, &pc);
+			snprintf(detail, sizeof(detail), "%s %s\n"
+			    "certificate subject: %s\nissuer: %s\nexpires: %s\n"
+			    "%s", conn_tls_version(u->conn),
+			    conn_tls_cipher(u->conn), pc.subject, pc.issuer,
+			    pc.not_after, u->p.cfg->tls_verify ?
+			    "chain verified; name matched" :
+			    "NOT verified (tls_verify = no)");
+			upstream_step(u, UP_STEP_TLS, detail);
+		}
 		if (u->state == UP_TLS_IMPLICIT) {
 			u->state = UP_BANNER;
 			conn_set_timeout(u->conn, u->p.command_timeout);
@@ -567,6 +621,22 @@ upstream_resolved(void *arg, int err, const struct addrinfo *res)
 		u->addrlens[u->naddrs++] = ai->ai_addrlen;
 	}
 	last_connect_error[0] = '\0';
+	if (u->ev != NULL && u->ev->step != NULL) {
+		size_t o = 0;
+		why[0] = '\0';
+		for (size_t i = 0; i < u->naddrs && o < sizeof(why) - 1; i++) {
+			char a[64] = "?";
+			getnameinfo((const struct sockaddr *)&u->addrs[i],
+			    u->addrlens[i], a, sizeof(a), NULL, 0,
+			    NI_NUMERICHOST);
+			int n = snprintf(why + o, sizeof(why) - o, "%s%s",
+			    i ? ", " : "", a);
+			if (n < 0)
+				break;
+			o += (size_t)n;
+		}
+		upstream_step(u, UP_STEP_RESOLVED, why);
+	}
 	upstream_connect_next(u);
 }
 

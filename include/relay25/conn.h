@@ -59,6 +59,13 @@ int conn_starttls(struct conn *, struct tls_ctx *, const char *name);
 bool conn_is_tls(const struct conn *);
 const char *conn_tls_version(const struct conn *);  /* "TLSv1.3" or "" */
 const char *conn_tls_cipher(const struct conn *);   /* or "" */
+/* The verified peer certificate in words, for diagnostics (--check):
+ * subject, issuer, expiry ("Jan  1 00:00:00 2027 GMT"). Empty strings
+ * when unknown. */
+struct conn_peer_cert {
+	char subject[256], issuer[256], not_after[64];
+};
+void conn_tls_peer_cert(const struct conn *, struct conn_peer_cert *);
 
 /* Input: conn_in() gives the buffered bytes; conn_consume() drops n of them
  * from the front. */

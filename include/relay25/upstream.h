@@ -35,12 +35,23 @@ enum upstream_fail {
 };
 const char *upstream_fail_name(enum upstream_fail);
 
+/* Milestones, for diagnostics (relay25 --check); detail is plain words. */
+enum upstream_step {
+	UP_STEP_RESOLVED,   /* "192.0.2.1, 2001:db8::1" */
+	UP_STEP_CONNECTED,  /* "192.0.2.1 port 587" */
+	UP_STEP_TLS,        /* version, cipher, certificate, name */
+	UP_STEP_EHLO,       /* the capabilities offered */
+	UP_STEP_AUTH,       /* mechanism and user accepted */
+};
+
 struct upstream_events {
 	void (*ready)(void *arg);
 	void (*reply)(void *arg, const struct smtp_reply *);
 	void (*failed)(void *arg, enum upstream_fail, bool before_ready,
 	    const char *why);
 	void (*drain)(void *arg);          /* room for more body bytes */
+	void (*step)(void *arg, enum upstream_step, const char *detail);
+	                                   /* optional */
 };
 
 struct upstream_params {
