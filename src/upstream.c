@@ -55,6 +55,7 @@ struct upstream {
 	bool want_drain;
 	char label[300];
 	char port[8];
+	char log_id[24];        /* own copy: the owner may go first */
 };
 
 static void upstream_enter(struct upstream *, enum up_state);
@@ -650,6 +651,8 @@ upstream_open(struct ev_loop *loop, const struct upstream_params *p,
 		return NULL;
 	u->loop = loop;
 	u->p = *p;
+	snprintf(u->log_id, sizeof(u->log_id), "%s", p->log_id);
+	u->p.log_id = u->log_id;
 	u->ev = ev;
 	u->arg = arg;
 	u->state = UP_RESOLVE;

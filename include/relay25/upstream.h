@@ -59,7 +59,7 @@ struct upstream_params {
 	struct tls_ctx *tls;               /* NULL when cfg->tls is none */
 	const char *helo;
 	double command_timeout, data_timeout;
-	const char *log_id;                /* session id for log lines */
+	const char *log_id;                /* session id for log lines (copied) */
 };
 
 struct upstream *upstream_open(struct ev_loop *, const struct upstream_params *,
