@@ -592,6 +592,7 @@ conn_starttls(struct conn *c, struct tls_ctx *ctx, const char *name)
 	if (tls_ctx_verifies(ctx) &&
 	    wolfSSL_check_domain_name(ssl, name) != WOLFSSL_SUCCESS)
 		goto fail;
+	tls_ctx_offer_session(ctx, ssl);
 	c->ssl = ssl;
 	c->tls = ctx;
 	c->state = CS_HANDSHAKE;
@@ -609,6 +610,19 @@ fail:
 nomem:
 	errno = ENOMEM;
 	return -1;
+}
+
+bool
+conn_tls_resumed(const struct conn *c)
+{
+	return conn_is_tls(c) && wolfSSL_session_reused(c->ssl) == 1;
+}
+
+void
+conn_tls_save_session(struct conn *c)
+{
+	if (conn_is_tls(c))
+		tls_ctx_save_session(c->tls, c->ssl);
 }
 
 bool

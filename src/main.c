@@ -213,6 +213,7 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	log_set_level(effective_level(s->cfg, d->opts.verbose));
 	server_set_setup(d->srv, s);
 	relay_probe(loop, s);
+	setup_start_pools(s, loop);
 	setup_unref(s);
 	log_info("configuration reloaded (listen addresses need a restart "
 	    "to change)");
@@ -288,6 +289,7 @@ main(int argc, char **argv)
 
 	server_start(d.srv);
 	relay_probe(d.loop, setup);
+	setup_start_pools(setup, d.loop);
 	log_info("relay25 %s started (%zu upstream(s), first %s:%u)",
 	    RELAY25_VERSION, setup->cfg->nupstream, setup->cfg->upstream[0].host,
 	    setup->cfg->upstream[0].port);

@@ -13,14 +13,17 @@
 #include "relay25/dotstream.h"
 #include "relay25/envelope.h"
 #include "relay25/log.h"
+#include "relay25/pool.h"
 #include "relay25/relay.h"
 #include "relay25/session.h"
 #include "relay25/setup.h"
 #include "relay25/upstream.h"
 
 #define RELAY_CHUNK 16384
+#define RELAY_PROBE_AFTER 10.0   /* NOOP a pooled session idle this long */
 
-enum relay_op { OP_NONE, OP_MAIL, OP_RCPT, OP_DATA, OP_RSET, OP_EOD };
+enum relay_op { OP_NONE, OP_PROBE, OP_MAIL, OP_RCPT, OP_DATA, OP_RSET,
+    OP_EOD };
 
 struct relay {
 	struct ev_loop *loop;
@@ -30,6 +33,8 @@ struct relay {
 	struct upstream *up;
 	size_t up_idx;              /* which upstream `up` is */
 	size_t try_idx;             /* next upstream to try */
+	bool reused;                /* `up` came from the pool */
+	bool fresh_only;            /* a pooled session failed: connect anew */
 	enum relay_op op;           /* command waiting for its reply */
 	char pending[SMTP_LINE_MAX + 8];  /* the MAIL line while connecting */
 	size_t pending_len;
@@ -107,6 +112,7 @@ relay_tx_reset(struct relay *r)
 	memset(&r->dot, 0, sizeof(r->dot));
 }
 
+/* Let go of the upstream session without giving it back. */
 static void
 relay_drop_upstream(struct relay *r)
 {
@@ -114,7 +120,13 @@ relay_drop_upstream(struct relay *r)
 		upstream_abort(r->up);
 		r->up = NULL;
 	}
+	if (r->reused) {
+		pool_release(r->setup->pool[r->up_idx]);
+		r->reused = false;
+	}
 }
+
+static void relay_send_path(struct relay *, const char *, size_t, bool);
 
 static void
 relay_open_next(struct relay *r)
@@ -124,6 +136,24 @@ relay_open_next(struct relay *r)
 
 	while (r->try_idx < cfg->nupstream) {
 		size_t i = r->try_idx++;
+		double idle = 0;
+
+		r->up_idx = i;
+		r->reused = false;
+		if (!r->fresh_only && (r->up = pool_take(s->pool[i],
+		    &relay_upstream_events, r, &idle)) != NULL) {
+			r->reused = true;
+			log_debug("session=%s upstream=\"%s\" from the pool "
+			    "(idle %.1fs)", r->id, upstream_label(r->up), idle);
+			if (idle >= RELAY_PROBE_AFTER) {
+				r->op = OP_PROBE;
+				upstream_send(r->up, "NOOP", 4);
+			} else
+				relay_send_path(r, r->pending, r->pending_len,
+				    true);
+			return;
+		}
+		r->fresh_only = false;
 		struct upstream_params p = {
 			.cfg = &cfg->upstream[i],
 			.tls = s->tls[i],
@@ -133,7 +163,6 @@ relay_open_next(struct relay *r)
 			.data_timeout = cfg->data_timeout,
 			.log_id = r->id,
 		};
-		r->up_idx = i;
 		r->up = upstream_open(r->loop, &p, &relay_upstream_events, r);
 		if (r->up != NULL)
 			return;
@@ -199,6 +228,20 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 	size_t n;
 	enum relay_op op = r->op;
 
+	if (op == OP_PROBE) {
+		if (rep->code == 250) {
+			r->op = OP_MAIL;
+			relay_send_path(r, r->pending, r->pending_len, true);
+		} else {
+			/* Not fit for use: a fresh session instead. */
+			relay_drop_upstream(r);
+			r->op = OP_MAIL;
+			r->fresh_only = true;
+			r->try_idx = r->up_idx;
+			relay_open_next(r);
+		}
+		return;
+	}
 	n = smtp_reply_format(rep, wire, sizeof(wire));
 	if (n == 0)
 		n = (size_t)snprintf(wire, sizeof(wire), "%d %s\r\n",
@@ -226,6 +269,8 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 		break;
 	case OP_RSET:
 		relay_tx_reset(r);
+		break;
+	case OP_PROBE:          /* handled above */
 		break;
 	case OP_NONE:
 		/* The ESP spoke during the body: it gave up on the message.
@@ -256,7 +301,19 @@ relay_up_failed(void *arg, enum upstream_fail kind, bool before_ready,
 
 	snprintf(r->failure, sizeof(r->failure), "%s%s%s:%u: %s", c->name,
 	    c->name[0] ? " " : "", c->host, c->port, why);
+	bool was_reused = r->reused;
 	relay_drop_upstream(r);
+	if (was_reused && (op == OP_PROBE || op == OP_MAIL)) {
+		/* A pooled session died before this transaction reached the
+		 * ESP: try again on a fresh one, the client never knows. */
+		log_debug("session=%s pooled session failed (%s); retrying on "
+		    "a fresh one", r->id, why);
+		r->op = OP_MAIL;
+		r->fresh_only = true;
+		r->try_idx = r->up_idx;
+		relay_open_next(r);
+		return;
+	}
 	if (before_ready) {
 		if (kind == UP_FAIL_AUTH)
 			log_error("session=%s configuration error: upstream %s "
@@ -335,7 +392,14 @@ relay_free(struct relay *r, bool quit)
 	if (r == NULL)
 		return;
 	if (r->up != NULL) {
-		if (quit && upstream_is_ready(r->up) && !r->in_tx)
+		struct pool *p = r->setup->pool[r->up_idx];
+
+		if (upstream_is_ready(r->up) && r->op == OP_NONE &&
+		    !r->in_body && p != NULL) {
+			pool_put(p, r->up, r->reused); /* RSET, warm again */
+			r->up = NULL;
+			r->reused = false;
+		} else if (quit && upstream_is_ready(r->up) && !r->in_tx)
 			upstream_quit(r->up);
 		else {
 			if (r->op == OP_EOD || r->in_body)
@@ -347,6 +411,7 @@ relay_free(struct relay *r, bool quit)
 		}
 		r->up = NULL;
 	}
+	relay_drop_upstream(r);     /* releases a lease not given back */
 	setup_unref(r->setup);
 	free(r);
 }
@@ -370,6 +435,7 @@ relay_mail(struct relay *r, const char *arg, size_t len, const char *sender)
 	r->pending_len = len;
 	relay_drop_upstream(r);
 	r->try_idx = 0;
+	r->fresh_only = false;
 	r->failure[0] = '\0';
 	relay_open_next(r);
 }

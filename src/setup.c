@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "relay25/pool.h"
 #include "relay25/setup.h"
 #include "relay25/tls.h"
 
@@ -38,6 +39,14 @@ setup_new(struct cfg *cfg, char *err, size_t errlen)
 	return s;
 }
 
+void
+setup_start_pools(struct setup *s, struct ev_loop *loop)
+{
+	for (size_t i = 0; i < s->cfg->nupstream; i++)
+		if (s->cfg->upstream[i].pool_size > 0 && s->pool[i] == NULL)
+			s->pool[i] = pool_new(loop, s, i);
+}
+
 struct setup *
 setup_ref(struct setup *s)
 {
@@ -50,6 +59,8 @@ setup_unref(struct setup *s)
 {
 	if (s == NULL || --s->refs > 0)
 		return;
+	for (size_t i = 0; i < CFG_MAX_UPSTREAMS; i++)
+		pool_free(s->pool[i]);
 	for (size_t i = 0; i < CFG_MAX_UPSTREAMS; i++)
 		tls_ctx_free(s->tls[i]);
 	cfg_free(s->cfg);

@@ -18,6 +18,7 @@
 
 struct tls_ctx {
 	WOLFSSL_CTX *ctx;
+	WOLFSSL_SESSION *resume;      /* newest resumable session, or NULL */
 	bool verify;
 	bool has_pin;
 	uint8_t pin[32];
@@ -193,6 +194,7 @@ tls_ctx_free(struct tls_ctx *t)
 {
 	if (t == NULL)
 		return;
+	tls_ctx_forget_session(t);
 	if (t->ctx != NULL)
 		wolfSSL_CTX_free(t->ctx);
 	free(t);
@@ -214,4 +216,36 @@ const uint8_t *
 tls_ctx_pin(const struct tls_ctx *t)
 {
 	return t->has_pin ? t->pin : NULL;
+}
+
+void
+tls_ctx_offer_session(struct tls_ctx *t, WOLFSSL *ssl)
+{
+	wolfSSL_UseSessionTicket(ssl);
+	if (t->resume != NULL)
+		wolfSSL_set_session(ssl, t->resume);
+}
+
+void
+tls_ctx_save_session(struct tls_ctx *t, WOLFSSL *ssl)
+{
+	WOLFSSL_SESSION *s = wolfSSL_get1_session(ssl);
+
+	if (s == NULL)
+		return;
+	if (!wolfSSL_SESSION_is_resumable(s)) {
+		wolfSSL_SESSION_free(s);
+		return;
+	}
+	tls_ctx_forget_session(t);
+	t->resume = s;
+}
+
+void
+tls_ctx_forget_session(struct tls_ctx *t)
+{
+	if (t->resume != NULL) {
+		wolfSSL_SESSION_free(t->resume);
+		t->resume = NULL;
+	}
 }

@@ -52,6 +52,7 @@ struct upstream {
 	struct smtp_reply_parser rp;
 	struct smtp_caps caps;
 	bool sent_data;                 /* last command was DATA */
+	unsigned messages;              /* 2xx at end of data */
 	bool want_drain;
 	char label[300];
 	char port[8];
@@ -216,6 +217,9 @@ upstream_enter(struct upstream *u, enum up_state s)
 	}
 	case UP_READY:
 		conn_set_timeout(u->conn, 0);
+		/* TLS 1.3 tickets have arrived by now: keep one for the
+		 * next connection's resumption. */
+		conn_tls_save_session(u->conn);
 		break;
 	case UP_QUIT:
 		upstream_write_line(u, "QUIT", 4, false);
@@ -370,6 +374,15 @@ upstream_handshake_reply(struct upstream *u, const struct smtp_reply *r)
 	}
 }
 
+/* A 421 means the server is closing: the session is finished, once its
+ * reply has been passed on. */
+static void
+upstream_after_reply(struct upstream *u, const struct smtp_reply *r)
+{
+	if (r->code == 421 && u->state == UP_READY && u->ev != NULL)
+		upstream_fail(u, UP_FAIL_LOST, "server closing (421)");
+}
+
 static void
 upstream_reply(struct upstream *u, const struct smtp_reply *r)
 {
@@ -395,11 +408,15 @@ upstream_reply(struct upstream *u, const struct smtp_reply *r)
 			conn_set_timeout(u->conn, 0);
 		}
 		u->ev->reply(u->arg, r);
+		upstream_after_reply(u, r);
 		return;
 	case UP_EOD:
 		u->state = UP_READY;
 		conn_set_timeout(u->conn, 0);
+		if (r->code >= 200 && r->code < 300)
+			u->messages++;
 		u->ev->reply(u->arg, r);
+		upstream_after_reply(u, r);
 		return;
 	case UP_BODY:
 		/* The ESP answered before the end of data (it gave up on the
@@ -487,9 +504,10 @@ upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
 		}
 		return;
 	case CONN_TLS_READY:
-		log_debug("session=%s upstream=\"%s\" tls=%s cipher=%s",
+		log_debug("session=%s upstream=\"%s\" tls=%s cipher=%s%s",
 		    u->p.log_id, u->label, conn_tls_version(u->conn),
-		    conn_tls_cipher(u->conn));
+		    conn_tls_cipher(u->conn), conn_tls_resumed(u->conn) ?
+		    " resumed" : "");
 		if (u->ev != NULL && u->ev->step != NULL) {
 			struct conn_peer_cert pc;
 			char detail[1024];
@@ -735,6 +753,20 @@ upstream_abort(struct upstream *u)
 		return;
 	u->ev = NULL;
 	upstream_close(u);
+}
+
+void
+upstream_rebind(struct upstream *u, const struct upstream_events *ev,
+    void *arg)
+{
+	u->ev = ev;
+	u->arg = arg;
+}
+
+unsigned
+upstream_messages(const struct upstream *u)
+{
+	return u->messages;
 }
 
 bool

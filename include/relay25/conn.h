@@ -57,6 +57,9 @@ void conn_set_cb(struct conn *, conn_cb *, void *arg);
  * CONN_TLS_READY or CONN_ERROR follows. */
 int conn_starttls(struct conn *, struct tls_ctx *, const char *name);
 bool conn_is_tls(const struct conn *);
+/* Was this handshake a resumption? Save the session for the next one. */
+bool conn_tls_resumed(const struct conn *);
+void conn_tls_save_session(struct conn *);
 const char *conn_tls_version(const struct conn *);  /* "TLSv1.3" or "" */
 const char *conn_tls_cipher(const struct conn *);   /* or "" */
 /* The verified peer certificate in words, for diagnostics (--check):

@@ -12,6 +12,8 @@
 #include "relay25/config.h"
 #include "relay25/smtp_parse.h"
 
+struct ev_loop;
+struct pool;
 struct tls_ctx;
 
 struct setup {
@@ -20,10 +22,13 @@ struct setup {
 	struct tls_ctx *tls[CFG_MAX_UPSTREAMS];  /* NULL for tls = none */
 	struct smtp_caps caps[CFG_MAX_UPSTREAMS];/* learned from EHLO */
 	bool caps_known[CFG_MAX_UPSTREAMS];
+	struct pool *pool[CFG_MAX_UPSTREAMS];    /* NULL: pool_size = 0 */
 };
 
 /* Takes ownership of cfg (also on failure). NULL + err on failure. */
 struct setup *setup_new(struct cfg *cfg, char *err, size_t errlen);
+/* Start the warm pools of the upstreams that have pool_size > 0. */
+void setup_start_pools(struct setup *, struct ev_loop *);
 struct setup *setup_ref(struct setup *);
 void setup_unref(struct setup *);
 

@@ -30,6 +30,7 @@ void tls_ctx_free(struct tls_ctx *);
 /* For conn.c (and tests): the wolfSSL context behind a tls_ctx, whether it
  * verifies the peer, and its pin (NULL or 32 bytes). */
 struct WOLFSSL_CTX;
+struct WOLFSSL;
 struct WOLFSSL_CTX *tls_ctx_wolf(struct tls_ctx *);
 bool tls_ctx_verifies(const struct tls_ctx *);
 const uint8_t *tls_ctx_pin(const struct tls_ctx *);
@@ -38,5 +39,13 @@ const uint8_t *tls_ctx_pin(const struct tls_ctx *);
  * negotiated suite name is one of them. */
 extern const char tls_cipher_list[];
 bool tls_cipher_allowed(const char *name);
+
+/* TLS session resumption for one upstream (a tls_ctx is per upstream, so
+ * host, port and verified name are fixed): remember the newest resumable
+ * session (TLS 1.3 tickets arrive after the handshake, so save once the
+ * session has carried data), offer it on the next connection. */
+void tls_ctx_offer_session(struct tls_ctx *, struct WOLFSSL *);
+void tls_ctx_save_session(struct tls_ctx *, struct WOLFSSL *);
+void tls_ctx_forget_session(struct tls_ctx *);
 
 #endif

@@ -80,6 +80,12 @@ void upstream_quit(struct upstream *);
 /* Drop the connection now (no final dot, no QUIT); no further events. */
 void upstream_abort(struct upstream *);
 
+/* Hand the session to another owner (the pool, a relay). */
+void upstream_rebind(struct upstream *, const struct upstream_events *,
+    void *arg);
+/* Messages this session carried to a 2xx at the end of data. */
+unsigned upstream_messages(const struct upstream *);
+
 bool upstream_is_ready(const struct upstream *);   /* idle, usable */
 const struct smtp_caps *upstream_caps(const struct upstream *);
 const char *upstream_label(const struct upstream *); /* "name host:port" */
