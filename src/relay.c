@@ -20,7 +20,8 @@
 #include "relay25/upstream.h"
 
 #define RELAY_CHUNK 16384
-#define RELAY_PROBE_AFTER 10.0   /* NOOP a pooled session idle this long */
+#define RELAY_PROBE_AFTER 10.0   /* NOOP a pooled session idle this long
+                                  * (or half pool_idle_timeout if less) */
 
 enum relay_op { OP_NONE, OP_PROBE, OP_MAIL, OP_RCPT, OP_DATA, OP_RSET,
     OP_EOD };
@@ -145,7 +146,10 @@ relay_open_next(struct relay *r)
 			r->reused = true;
 			log_debug("session=%s upstream=\"%s\" from the pool "
 			    "(idle %.1fs)", r->id, upstream_label(r->up), idle);
-			if (idle >= RELAY_PROBE_AFTER) {
+			double probe = cfg->upstream[i].pool_idle_timeout / 2;
+			if (probe > RELAY_PROBE_AFTER)
+				probe = RELAY_PROBE_AFTER;
+			if (idle >= probe) {
 				r->op = OP_PROBE;
 				upstream_send(r->up, "NOOP", 4);
 			} else
@@ -240,6 +244,18 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 			r->try_idx = r->up_idx;
 			relay_open_next(r);
 		}
+		return;
+	}
+	if (op == OP_MAIL && r->reused && rep->code == 421) {
+		/* A pooled session the ESP no longer wants (messages per
+		 * connection, idle limit): nothing of this transaction was
+		 * accepted, so a fresh session takes it over. */
+		log_debug("session=%s pooled session got 421 at MAIL; retrying "
+		    "on a fresh one", r->id);
+		relay_drop_upstream(r);
+		r->fresh_only = true;
+		r->try_idx = r->up_idx;
+		relay_open_next(r);
 		return;
 	}
 	n = smtp_reply_format(rep, wire, sizeof(wire));

@@ -49,6 +49,9 @@ connection is accepted, replaces the command-line faults (one spec a line).
   close-after-data    close at the end of data without a reply (nothing stored)
   max-msgs:N          421 4.7.0 and close at the MAIL after N messages
   close-after-auth    close right after a successful AUTH reply
+  close-at-mail       close when MAIL arrives, without a reply (a pooled
+                      session that died unnoticed)
+  close-at-noop       close when NOOP arrives, without a reply
 """
 
 import argparse
@@ -77,7 +80,8 @@ FAULTS = {
     "close-after-ehlo", "stall-ehlo", "auth-fail", "tempfail-auth",
     "tempfail-mail", "reject-mail", "tempfail-rcpt", "close-mid-data",
     "slow-data", "reject-data", "tempfail-data", "stall-data-reply",
-    "close-after-data", "max-msgs", "close-after-auth",
+    "close-after-data", "max-msgs", "close-after-auth", "close-at-mail",
+    "close-at-noop",
 }
 
 
@@ -560,6 +564,8 @@ class Session:
                 await self.reply("421 4.7.0 Too many messages on this connection")
                 raise Closed("fault:max-msgs")
             self.refund("max-msgs")
+        if self.faults.take("close-at-mail")[0]:
+            raise Closed("fault:close-at-mail")
         if self.faults.take("tempfail-mail")[0]:
             return await self.reply("451 4.3.0 Temporary failure, try again later")
         if self.faults.take("reject-mail")[0]:
@@ -735,6 +741,8 @@ class Session:
         await self.reply("250 2.0.0 Ok")
 
     async def cmd_noop(self, arg):
+        if self.faults.take("close-at-noop")[0]:
+            raise Closed("fault:close-at-noop")
         await self.reply("250 2.0.0 Ok")
 
     async def cmd_vrfy(self, arg):
