@@ -6,6 +6,11 @@
  * answered at once; MAIL, RCPT, DATA and RSET go to the relay, and the
  * session waits (input paused) until the relay hands back the upstream's
  * reply.
+ *
+ * With auth_users_file set, the session also serves AUTH PLAIN and AUTH
+ * LOGIN (RFC 4954): the client's responses to 334 challenges arrive
+ * through the same line framing and are taken in state AUTH. MAIL waits
+ * for a successful AUTH; allowed_senders is checked on every MAIL.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,10 +22,13 @@
 #include <unistd.h>
 #include <ev.h>
 
+#include "relay25/auth.h"
 #include "relay25/conn.h"
 #include "relay25/envelope.h"
+#include "relay25/inbound_auth.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
+#include "relay25/policy.h"
 #include "relay25/reap.h"
 #include "relay25/relay.h"
 #include "relay25/session.h"
@@ -31,9 +39,12 @@
 #define SESSION_OUT_MAX  (16 * 1024)
 #define SESSION_OUT_LOW  (8 * 1024)     /* room needed to take a command */
 #define SESSION_MAX_ERRORS 20
+/* A decoded SASL response: the longest line's base64, decoded. */
+#define SESSION_SASL_MAX (SMTP_LINE_MAX / 4 * 3)
 
 enum session_state {
 	S_CMD,      /* reading commands */
+	S_AUTH,     /* reading the response to a 334 AUTH challenge */
 	S_WAIT,     /* a command is with the relay; input paused */
 	S_DATA,     /* streaming the body through the relay */
 	S_CLOSING,  /* final reply queued; closing after flush */
@@ -41,7 +52,14 @@ enum session_state {
 };
 
 static const char *const session_state_names[] = {
-	"CMD", "WAIT", "DATA", "CLOSING", "DEAD",
+	"CMD", "AUTH", "WAIT", "DATA", "CLOSING", "DEAD",
+};
+
+/* In S_AUTH: what the next line from the client is. */
+enum session_sasl {
+	SASL_PLAIN,         /* the PLAIN message */
+	SASL_LOGIN_USER,    /* LOGIN: the user name */
+	SASL_LOGIN_PASS,    /* LOGIN: the password */
 };
 
 struct session {
@@ -58,6 +76,10 @@ struct session {
 	unsigned rcpts_ok;
 	unsigned rcpts_tried;
 	unsigned errors;
+	bool authed;                  /* AUTH succeeded (kept across RSET, EHLO) */
+	enum session_sasl sasl;       /* in S_AUTH */
+	char sasl_user[INBOUND_USER_MAX + 1]; /* AUTH LOGIN, between the steps */
+	size_t sasl_user_len;
 	char id[16];
 	char addr[64];
 };
@@ -119,6 +141,13 @@ session_error(struct session *s, const char *text)
 	return true;
 }
 
+/* Is the session taking command lines (commands or AUTH responses)? */
+static bool
+session_reading(const struct session *s)
+{
+	return s->state == S_CMD || s->state == S_AUTH;
+}
+
 static void
 session_tx_reset(struct session *s)
 {
@@ -154,10 +183,11 @@ cmd_ehlo_helo(struct session *s, const char *arg, size_t len, bool ehlo)
 	}
 	n = snprintf(buf, sizeof(buf),
 	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-	    "%s%s250 ENHANCEDSTATUSCODES\r\n", cfg->hostname,
+	    "%s%s%s250 ENHANCEDSTATUSCODES\r\n", cfg->hostname,
 	    (unsigned long long)cfg->max_message_size,
 	    setup_all_offer_smtputf8(s->setup) ? "250-SMTPUTF8\r\n" : "",
-	    setup_all_offer_dsn(s->setup) ? "250-DSN\r\n" : "");
+	    setup_all_offer_dsn(s->setup) ? "250-DSN\r\n" : "",
+	    cfg->auth_users ? "250-AUTH PLAIN LOGIN\r\n" : "");
 	if (n > 0 && (size_t)n < sizeof(buf))
 		session_reply(s, buf);
 }
@@ -197,12 +227,24 @@ cmd_mail(struct session *s, const char *arg, size_t len)
 		session_error(s, "503 5.5.1 Error: nested MAIL command\r\n");
 		return;
 	}
+	if (s->setup->cfg->auth_users && !s->authed) {
+		session_error(s, "530 5.7.0 Authentication required\r\n");
+		return;
+	}
 	if (smtp_path_parse(arg, len, "FROM:", true, &path) != SMTP_OK) {
 		session_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
 		return;
 	}
 	if ((bad = envelope_check(&path, true, &offer)) != NULL) {
 		session_error(s, bad);
+		return;
+	}
+	if (!policy_sender_allowed(s->setup->cfg, path.addr, path.addr_len)) {
+		log_warn("session=%s client=%s status=refused from=<%s> "
+		    "reason=\"sender not in allowed_senders\"", s->id, s->addr,
+		    log_sanitize(sender, sizeof(sender), path.addr,
+		    path.addr_len));
+		session_error(s, "550 5.7.1 Sender not allowed\r\n");
 		return;
 	}
 	size = smtp_path_param(&path, "SIZE");
@@ -315,8 +357,11 @@ cmd_help(struct session *s, const char *arg, size_t len)
 {
 	(void)arg;
 	(void)len;
-	session_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET "
-	    "NOOP QUIT VRFY HELP\r\n");
+	session_reply(s, s->setup->cfg->auth_users ?
+	    "214 2.0.0 Commands: HELO EHLO AUTH MAIL RCPT DATA RSET NOOP QUIT "
+	    "VRFY HELP\r\n" :
+	    "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT "
+	    "VRFY HELP\r\n");
 }
 
 static void
@@ -325,6 +370,211 @@ cmd_not_offered(struct session *s, const char *arg, size_t len)
 	(void)arg;
 	(void)len;
 	session_error(s, "502 5.5.1 Error: command not implemented\r\n");
+}
+
+/* ---- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) --------------------------- */
+
+/* The exchange is over, one way or the other: back to commands, and the
+ * LOGIN user name forgotten. */
+static void
+session_sasl_end(struct session *s)
+{
+	explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+	s->sasl_user_len = 0;
+	session_enter_state(s, S_CMD);
+}
+
+/* Send a 334 challenge and wait for the response line. */
+static void
+session_sasl_ask(struct session *s, enum session_sasl step, const char *text)
+{
+	s->sasl = step;
+	session_enter_state(s, S_AUTH);
+	session_reply(s, text);
+}
+
+/* Decode a base64 response ("=": an empty initial response). On bad
+ * base64 ends the exchange with 501 5.5.2 and returns (size_t)-1. */
+static size_t
+session_sasl_decode(struct session *s, const char *in, size_t len,
+    char *out, size_t outlen)
+{
+	size_t n;
+
+	if (len == 1 && in[0] == '=')
+		len = 0;
+	n = auth_b64_decode(in, len, out, outlen);
+	if (n == (size_t)-1) {
+		session_sasl_end(s);
+		session_error(s, "501 5.5.2 Error: invalid base64 data\r\n");
+	}
+	return n;
+}
+
+/* Check the credentials (unless refused already: why), end the exchange,
+ * say 235 or 535 (an error). */
+static void
+session_sasl_check(struct session *s, const char *user, size_t ulen,
+    const char *pass, size_t plen, const char *why)
+{
+	char shown[128];
+	bool ok = why == NULL && inbound_verify(s->setup->cfg->auth_users,
+	    user, ulen, pass, plen);
+
+	log_sanitize(shown, sizeof(shown), user, ulen);
+	session_sasl_end(s);
+	if (ok) {
+		s->authed = true;
+		log_info("session=%s client=%s authenticated user=\"%s\"",
+		    s->id, s->addr, shown);
+		session_reply(s, "235 2.7.0 Authentication successful\r\n");
+		return;
+	}
+	log_info("session=%s client=%s authentication failed user=\"%s\" "
+	    "reason=\"%s\"", s->id, s->addr, shown,
+	    why ? why : "credentials invalid");
+	session_error(s, "535 5.7.8 Authentication credentials invalid\r\n");
+}
+
+static void
+session_sasl_plain(struct session *s, const char *b64, size_t len)
+{
+	char dec[SESSION_SASL_MAX + 1];
+	struct inbound_plain p;
+	size_t n = session_sasl_decode(s, b64, len, dec, sizeof(dec));
+
+	if (n == (size_t)-1)
+		return;
+	if (!inbound_plain_split(dec, n, &p)) {
+		session_sasl_end(s);
+		session_error(s, "501 5.5.2 Error: malformed PLAIN response\r\n");
+	} else if (p.authzid_len != 0 && (p.authzid_len != p.user_len ||
+	    memcmp(p.authzid, p.user, p.user_len) != 0)) {
+		/* no proxy authorisation: acting as another user fails */
+		session_sasl_check(s, p.user, p.user_len, NULL, 0,
+		    "authorization identity differs from the user");
+	} else {
+		session_sasl_check(s, p.user, p.user_len, p.pass, p.pass_len,
+		    NULL);
+	}
+	explicit_bzero(dec, sizeof(dec));
+}
+
+/* LOGIN: the user name (initial response or first step); ask for the
+ * password. */
+static void
+session_sasl_login_user(struct session *s, const char *b64, size_t len)
+{
+	char dec[SESSION_SASL_MAX + 1];
+	size_t n = session_sasl_decode(s, b64, len, dec, sizeof(dec));
+
+	if (n == (size_t)-1)
+		return;
+	/* An over-long name is kept cut, one byte over INBOUND_USER_MAX: it
+	 * never verifies, and the client learns that only after giving a
+	 * password, like any other. */
+	s->sasl_user_len = n < sizeof(s->sasl_user) ? n :
+	    sizeof(s->sasl_user);
+	memcpy(s->sasl_user, dec, s->sasl_user_len);
+	explicit_bzero(dec, sizeof(dec));
+	session_sasl_ask(s, SASL_LOGIN_PASS, "334 UGFzc3dvcmQ6\r\n");
+}
+
+static void
+session_sasl_login_pass(struct session *s, const char *b64, size_t len)
+{
+	char dec[SESSION_SASL_MAX + 1];
+	size_t n = session_sasl_decode(s, b64, len, dec, sizeof(dec));
+
+	if (n == (size_t)-1)
+		return;
+	session_sasl_check(s, s->sasl_user, s->sasl_user_len, dec, n, NULL);
+	explicit_bzero(dec, sizeof(dec));
+}
+
+/* A line in S_AUTH: the response to the last 334. Never logged. */
+static void
+session_sasl_line(struct session *s, const struct smtp_line *line)
+{
+	log_debug("session=%s <<< ********", s->id);
+	if (line->too_long) {
+		session_sasl_end(s);
+		session_error(s, "500 5.5.6 Error: authentication exchange line "
+		    "too long\r\n");
+		return;
+	}
+	if (line->bare_eol && s->setup->cfg->bare_lf == CFG_BARE_LF_REJECT) {
+		session_sasl_end(s);
+		session_error(s, "500 5.5.2 Error: bare CR or LF in command\r\n");
+		return;
+	}
+	if (line->len == 1 && line->ptr[0] == '*') {
+		session_sasl_end(s);
+		session_error(s, "501 5.0.0 Authentication cancelled\r\n");
+		return;
+	}
+	switch (s->sasl) {
+	case SASL_PLAIN:
+		session_sasl_plain(s, line->ptr, line->len);
+		break;
+	case SASL_LOGIN_USER:
+		session_sasl_login_user(s, line->ptr, line->len);
+		break;
+	case SASL_LOGIN_PASS:
+		session_sasl_login_pass(s, line->ptr, line->len);
+		break;
+	}
+}
+
+static void
+cmd_auth(struct session *s, const char *arg, size_t len)
+{
+	const char *sp, *resp = NULL;
+	size_t mlen, rlen = 0;
+
+	if (!s->setup->cfg->auth_users) {
+		session_error(s, "502 5.5.1 Error: command not implemented\r\n");
+		return;
+	}
+	if (!s->greeted) {
+		session_error(s, "503 5.5.1 Error: send EHLO first\r\n");
+		return;
+	}
+	if (s->authed) {
+		session_error(s, "503 5.5.1 Error: already authenticated\r\n");
+		return;
+	}
+	if (s->mail) {
+		session_error(s, "503 5.5.1 Error: AUTH not permitted during a "
+		    "mail transaction\r\n");
+		return;
+	}
+	sp = memchr(arg, ' ', len);
+	mlen = sp ? (size_t)(sp - arg) : len;
+	if (sp) {
+		resp = sp + 1;
+		rlen = len - mlen - 1;
+	}
+	if (mlen == 0 || (sp && (rlen == 0 || memchr(resp, ' ', rlen)))) {
+		session_error(s, "501 5.5.4 Syntax: AUTH mechanism "
+		    "[initial-response]\r\n");
+		return;
+	}
+	if (mlen == 5 && strncasecmp(arg, "PLAIN", 5) == 0) {
+		if (resp)
+			session_sasl_plain(s, resp, rlen);
+		else
+			session_sasl_ask(s, SASL_PLAIN, "334 \r\n");
+	} else if (mlen == 5 && strncasecmp(arg, "LOGIN", 5) == 0) {
+		if (resp)
+			session_sasl_login_user(s, resp, rlen);
+		else
+			session_sasl_ask(s, SASL_LOGIN_USER,
+			    "334 VXNlcm5hbWU6\r\n");
+	} else {
+		session_error(s, "504 5.5.4 Error: unrecognized authentication "
+		    "type\r\n");
+	}
 }
 
 static const struct session_cmd session_cmds[] = {
@@ -339,7 +589,7 @@ static const struct session_cmd session_cmds[] = {
 	{ SMTP_CMD_VRFY, cmd_vrfy },
 	{ SMTP_CMD_HELP, cmd_help },
 	{ SMTP_CMD_EXPN, cmd_not_offered },
-	{ SMTP_CMD_AUTH, cmd_not_offered },
+	{ SMTP_CMD_AUTH, cmd_auth },
 	{ SMTP_CMD_STARTTLS, cmd_not_offered },
 	{ SMTP_CMD_BDAT, cmd_not_offered },
 };
@@ -348,8 +598,13 @@ static void
 session_command(struct session *s, const struct smtp_line *line)
 {
 	struct smtp_cmd cmd;
+	enum smtp_res res;
 	char shown[200];
 
+	if (s->state == S_AUTH) {
+		session_sasl_line(s, line);
+		return;
+	}
 	if (line->too_long) {
 		session_error(s, "500 5.5.2 Error: line too long\r\n");
 		return;
@@ -362,11 +617,13 @@ session_command(struct session *s, const struct smtp_line *line)
 		session_error(s, "500 5.5.2 Error: bare CR or LF in command\r\n");
 		return;
 	}
-	if (log_enabled(CFG_LOG_DEBUG))
+	res = smtp_cmd_parse(line->ptr, line->len, &cmd);
+	if (res == SMTP_OK && cmd.verb == SMTP_CMD_AUTH)
+		log_debug("session=%s <<< AUTH ********", s->id);
+	else if (log_enabled(CFG_LOG_DEBUG))
 		log_debug("session=%s <<< %s", s->id, log_sanitize(shown,
 		    sizeof(shown), line->ptr, line->len));
-	if (smtp_cmd_parse(line->ptr, line->len, &cmd) != SMTP_OK ||
-	    cmd.verb == SMTP_CMD_UNKNOWN) {
+	if (res != SMTP_OK || cmd.verb == SMTP_CMD_UNKNOWN) {
 		session_error(s, "500 5.5.1 Error: command not recognized\r\n");
 		return;
 	}
@@ -384,7 +641,7 @@ session_command(struct session *s, const struct smtp_line *line)
 static void
 session_process(struct session *s)
 {
-	while (s->state == S_CMD || s->state == S_DATA) {
+	while (session_reading(s) || s->state == S_DATA) {
 		struct smtp_line line;
 		size_t len, used = 0;
 		const char *in;
@@ -420,7 +677,7 @@ session_process(struct session *s)
 			return;
 		}
 	}
-	if (s->state == S_CMD)
+	if (session_reading(s))
 		conn_set_timeout(s->conn, s->setup->cfg->command_timeout);
 }
 
@@ -525,11 +782,11 @@ session_conn_cb(struct conn *c, enum conn_event e, void *arg)
 		session_process(s);
 		return;
 	case CONN_DRAIN:
-		if (s->state == S_CMD)
+		if (session_reading(s))
 			conn_resume(s->conn);
 		return;
 	case CONN_EOF:
-		if (s->state == S_CMD)
+		if (session_reading(s))
 			session_process(s);   /* e.g. "QUIT" then close */
 		if (s->state == S_DEAD)
 			return;
