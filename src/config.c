@@ -15,6 +15,7 @@
  * quotes and inline comments are handled in the key handler.
  */
 #include "relay25/config.h"
+#include "relay25/inbound_auth.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,10 +75,10 @@ _Static_assert(sizeof(enum cfg_tls) == sizeof(int), "enums are int-sized");
 static cfg_parse_fn cfg_set_str, cfg_set_host, cfg_set_helo, cfg_set_envname,
     cfg_set_uint, cfg_set_port, cfg_set_size, cfg_set_duration, cfg_set_bool,
     cfg_set_enum, cfg_set_tlsver, cfg_set_listen, cfg_set_addr, cfg_set_allow,
-    cfg_set_fpr;
-static cfg_print_fn cfg_pr_str, cfg_pr_secret, cfg_pr_uint, cfg_pr_port,
+    cfg_set_fpr, cfg_set_senders, cfg_set_workers;
+static cfg_print_fn cfg_pr_workers, cfg_pr_str, cfg_pr_secret, cfg_pr_uint, cfg_pr_port,
     cfg_pr_size, cfg_pr_duration, cfg_pr_bool, cfg_pr_enum, cfg_pr_tlsver,
-    cfg_pr_listen, cfg_pr_addr, cfg_pr_allow, cfg_pr_fpr;
+    cfg_pr_listen, cfg_pr_addr, cfg_pr_allow, cfg_pr_fpr, cfg_pr_senders;
 
 static const struct cfg_type
     cfg_t_str = { cfg_set_str, cfg_pr_str, true },
@@ -86,6 +87,7 @@ static const struct cfg_type
     cfg_t_helo = { cfg_set_helo, cfg_pr_str, true },
     cfg_t_envname = { cfg_set_envname, cfg_pr_str, true },
     cfg_t_uint = { cfg_set_uint, cfg_pr_uint, false },
+    cfg_t_workers = { cfg_set_workers, cfg_pr_workers, false },
     cfg_t_port = { cfg_set_port, cfg_pr_port, false },
     cfg_t_size = { cfg_set_size, cfg_pr_size, false },
     cfg_t_duration = { cfg_set_duration, cfg_pr_duration, false },
@@ -95,7 +97,8 @@ static const struct cfg_type
     cfg_t_listen = { cfg_set_listen, cfg_pr_listen, false },
     cfg_t_addr = { cfg_set_addr, cfg_pr_addr, false },
     cfg_t_allow = { cfg_set_allow, cfg_pr_allow, false },
-    cfg_t_fpr = { cfg_set_fpr, cfg_pr_fpr, false };
+    cfg_t_fpr = { cfg_set_fpr, cfg_pr_fpr, false },
+    cfg_t_senders = { cfg_set_senders, cfg_pr_senders, false };
 
 static const char *const cfg_tls_names[] =
     { "starttls", "implicit", "none", NULL };
@@ -123,6 +126,10 @@ static const struct cfg_key cfg_keys[] = {
 	  .off_n = offsetof(struct cfg, nallow), .max = CFG_MAX_ALLOW,
 	  .def = "127.0.0.0/8 ::1",
 	  .help = "client networks served (CIDR or address, space separated)" },
+	{ SRV(workers), .key = "workers", .type = &cfg_t_workers,
+	  .def = "1", .min = 1, .max = 64,
+	  .help = "worker processes sharing the listeners: auto (one per "
+	  "CPU) or 1-64" },
 	{ SRV(max_clients), .key = "max_clients", .type = &cfg_t_uint,
 	  .def = "1024", .min = 1, .max = 1000000,
 	  .help = "clients served at once, in total" },
@@ -156,6 +163,16 @@ static const struct cfg_key cfg_keys[] = {
 	{ SRV(log_target), .key = "log_target", .type = &cfg_t_enum,
 	  .names = cfg_log_target_names, .def = "stderr",
 	  .help = "stderr | syslog" },
+	{ SRV(allowed_senders), .key = "allowed_senders", .type = &cfg_t_senders,
+	  .off_n = offsetof(struct cfg, nallowed_senders),
+	  .max = CFG_MAX_SENDERS, .def = "",
+	  .help = "envelope senders served: patterns like *@example.com, "
+	          "alerts@host.example, *@*.example.org, * or <>, space "
+	          "separated; default: any sender" },
+	{ SRV(auth_users_file), .key = "auth_users_file", .type = &cfg_t_str,
+	  .def = "",
+	  .help = "file of user:crypt-hash lines; when set, clients must AUTH "
+	          "before MAIL; default: no AUTH" },
 
 	{ UPS(host), .key = "host", .type = &cfg_t_host, .def = "",
 	  .help = "the ESP's SMTP server (required)" },
@@ -197,6 +214,13 @@ static const struct cfg_key cfg_keys[] = {
 	{ UPS(pool_size), .key = "pool_size", .type = &cfg_t_uint, .def = "0",
 	  .min = 0, .max = 1000,
 	  .help = "warm authenticated sessions kept ready" },
+	{ UPS(pool_max_messages), .key = "pool_max_messages",
+	  .type = &cfg_t_uint, .def = "100", .min = 1, .max = 1000000,
+	  .help = "messages per upstream session before it is retired" },
+	{ UPS(pool_idle_timeout), .key = "pool_idle_timeout", DUR(1),
+	  .def = "60s",
+	  .help = "an idle pooled session is closed after this; the pool "
+	  "refills only while mail flowed this recently" },
 
 	{ MET(metrics_listen), .key = "listen", .type = &cfg_t_addr, .def = "",
 	  .help = "host:port for GET /metrics and GET /healthz; default: off" },
@@ -779,6 +803,29 @@ cfg_set_envname(const struct cfg_key *k, void *base, const char *v,
 	return cfg_set_str(k, base, v, why, whylen);
 }
 
+/* "auto" (stored as 0) or a count. */
+static int
+cfg_set_workers(const struct cfg_key *k, void *base, const char *v,
+    char *why, size_t whylen)
+{
+	if (strcasecmp(v, "auto") == 0) {
+		*(unsigned *)cfg_field(k, base) = 0;
+		return 0;
+	}
+	return cfg_set_uint(k, base, v, why, whylen);
+}
+
+static void
+cfg_pr_workers(const struct cfg_key *k, const void *base, struct cfg_buf *b)
+{
+	unsigned n = *(const unsigned *)cfg_cfield(k, base);
+
+	if (n == 0)
+		cfg_buf_add(b, "auto");
+	else
+		cfg_buf_add(b, "%u", n);
+}
+
 static int
 cfg_set_uint(const struct cfg_key *k, void *base, const char *v, char *why,
     size_t whylen)
@@ -942,6 +989,41 @@ cfg_set_allow(const struct cfg_key *k, void *base, const char *v, char *why,
 	}
 	if (n == 0)
 		return WHY("no network");
+	memcpy(cfg_field(k, base), tmp, n * sizeof tmp[0]);
+	*(size_t *)((char *)base + k->off_n) = n;
+	return 0;
+}
+
+/* Sender patterns (policy.h): "<>", or text with an '@' where '*' is a
+ * wildcard, or "*". Anything else is most likely a typo ("example.com"
+ * for "*@example.com", "<a@b>" for "a@b"). */
+static int
+cfg_set_senders(const struct cfg_key *k, void *base, const char *v,
+    char *why, size_t whylen)
+{
+	char tmp[CFG_MAX_SENDERS][CFG_SENDER_MAX + 1];
+	char tok[CFG_SENDER_MAX + 1], show[48];
+	size_t n = 0, cap = (size_t)k->max;
+	int r;
+
+	while ((r = cfg_token(&v, tok, sizeof tok)) != 0) {
+		if (r < 0)
+			return WHY("a pattern is longer than %d bytes",
+			    CFG_SENDER_MAX);
+		if (n == cap)
+			return WHY("more than %zu patterns", cap);
+		if (cfg_has_ctl(tok))
+			return WHY("contains a control character");
+		cfg_show(tok, strlen(tok), show, sizeof show);
+		if (strcmp(tok, "<>") != 0 && strpbrk(tok, "<>"))
+			return WHY("'%s': write the address without <> (only "
+			    "the null sender is written <>)", show);
+		if (strcmp(tok, "*") != 0 && strcmp(tok, "<>") != 0 &&
+		    !strchr(tok, '@'))
+			return WHY("'%s' has no '@': for a whole domain write "
+			    "*@%s", show, show);
+		memcpy(tmp[n++], tok, strlen(tok) + 1);
+	}
 	memcpy(cfg_field(k, base), tmp, n * sizeof tmp[0]);
 	*(size_t *)((char *)base + k->off_n) = n;
 	return 0;
@@ -1132,6 +1214,27 @@ cfg_pr_allow(const struct cfg_key *k, const void *base, struct cfg_buf *b)
 			continue;
 		cfg_buf_add(b, "%s%s/%u", i ? " " : "", t, c[i].prefix);
 	}
+}
+
+/* Space separated; quoted as a whole if a pattern holds ';', '#', '"' or
+ * '\\' (which cannot be written bare). */
+static void
+cfg_pr_senders(const struct cfg_key *k, const void *base, struct cfg_buf *b)
+{
+	const char (*p)[CFG_SENDER_MAX + 1] = cfg_cfield(k, base);
+	size_t n = *(const size_t *)((const char *)base + k->off_n);
+	bool quote = false;
+
+	for (size_t i = 0; i < n; i++)
+		quote |= strpbrk(p[i], ";#\"\\") != NULL;
+	cfg_buf_add(b, "%s", quote ? "\"" : "");
+	for (size_t i = 0; i < n; i++) {
+		cfg_buf_add(b, "%s", i ? " " : "");
+		for (const char *s = p[i]; *s; s++)
+			cfg_buf_add(b, "%s%c", quote && (*s == '"' ||
+			    *s == '\\') ? "\\" : "", *s);
+	}
+	cfg_buf_add(b, "%s", quote ? "\"" : "");
 }
 
 static void
@@ -1831,6 +1934,38 @@ cfg_finish_auth(struct cfg_ctx *c, struct cfg_sect *s, struct cfg_upstream *u)
 
 /* ---- validation of the whole ---- */
 
+/* Read auth_users_file now: at start-up and on every reload. Its errors
+ * are "users-file:line: message". Group-readable is fine (root:relay25
+ * 0640 is how a relay25 that dropped privileges reads it on SIGHUP);
+ * readable by others is warned about. */
+static void
+cfg_load_users(struct cfg_ctx *c)
+{
+	struct cfg *cfg = c->cfg;
+	const struct cfg_origin *o = cfg_origin(&c->server, "auth_users_file");
+	const char *path = cfg->auth_users_file;
+	struct stat st;
+	unsigned n = 0;
+	FILE *fp;
+
+	if (!(fp = fopen(path, "re"))) {
+		cfg_err(c, o, "auth_users_file %s: %s", path, strerror(errno));
+		return;
+	}
+	if (fstat(fileno(fp), &st) < 0 || S_ISDIR(st.st_mode)) {
+		cfg_err(c, o, "auth_users_file %s: %s", path,
+		    S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
+		fclose(fp);
+		return;
+	}
+	if (st.st_mode & S_IROTH)
+		cfg_warn(c, "%s (auth_users_file) holds password hashes and is "
+		    "readable by others: chmod o-r %s", path, path);
+	cfg->auth_users = inbound_users_read(fp, path, c->err, c->warn, &n);
+	c->nerr += (int)n;
+	fclose(fp);
+}
+
 static void
 cfg_finish_server(struct cfg_ctx *c)
 {
@@ -1846,6 +1981,8 @@ cfg_finish_server(struct cfg_ctx *c)
 		    "serve", cfg->listen[i].text);
 		break;
 	}
+	if (cfg->auth_users_file)
+		cfg_load_users(c);
 	if (cfg->hostname)
 		return;
 	if (gethostname(h, sizeof h) < 0) {
@@ -1973,6 +2110,7 @@ cfg_free(struct cfg *cfg)
 	}
 	for (size_t j = 0; j < cfg->nupstream; j++)
 		free(cfg->upstream[j].name);
+	inbound_users_free(cfg->auth_users);
 	free(cfg->path);
 	free(cfg);
 }

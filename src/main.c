@@ -21,6 +21,7 @@
 #include "relay25/relay.h"
 #include "relay25/setup.h"
 #include "relay25/tls.h"
+#include "relay25/workers.h"
 
 #define RELAY25_VERSION "0.1.0"
 
@@ -37,6 +38,8 @@ struct opts {
 struct daemon {
 	struct ev_loop *loop;
 	struct server *srv;
+	struct setup *setup;
+	bool forked;               /* serving in worker processes */
 	struct opts opts;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer drain_check, deadline;
@@ -219,6 +222,47 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	    "to change)");
 }
 
+/* Serve until stopped: in the single process, or in each worker (which
+ * inherited the bound listeners and a loop created before fork). */
+static int
+serve(void *arg, unsigned idx)
+{
+	struct daemon *d = arg;
+	struct setup *setup = d->setup;
+
+	if (d->forked)
+		ev_loop_fork(d->loop);
+	ev_signal_init(&d->sigterm, on_stop, SIGTERM);
+	ev_signal_init(&d->sigint, on_stop, SIGINT);
+	ev_signal_init(&d->sighup, on_hup, SIGHUP);
+	d->sigterm.data = d->sigint.data = d->sighup.data = d;
+	ev_signal_start(d->loop, &d->sigterm);
+	ev_signal_start(d->loop, &d->sigint);
+	ev_signal_start(d->loop, &d->sighup);
+
+	server_start(d->srv);
+	relay_probe(d->loop, setup);
+	setup_start_pools(setup, d->loop);
+	log_info("relay25 %s started%s %u (%zu upstream(s), first %s:%u)",
+	    RELAY25_VERSION, d->forked ? " worker" : "", idx,
+	    setup->cfg->nupstream,
+	    setup->cfg->upstream[0].host, setup->cfg->upstream[0].port);
+	ev_run(d->loop, 0);
+	log_info("relay25 stopped");
+
+	ev_signal_stop(d->loop, &d->sigterm);
+	ev_signal_stop(d->loop, &d->sigint);
+	ev_signal_stop(d->loop, &d->sighup);
+	ev_timer_stop(d->loop, &d->drain_check);
+	ev_timer_stop(d->loop, &d->deadline);
+	server_free(d->srv);
+	d->srv = NULL;
+	reap_run();
+	setup_unref(setup);
+	tls_global_cleanup();
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -226,6 +270,7 @@ main(int argc, char **argv)
 	struct cfg *cfg;
 	struct setup *setup;
 	char err[512];
+	unsigned workers;
 	int rc = 1;
 
 	if (parse_opts(argc, argv, &d.opts) < 0)
@@ -278,30 +323,20 @@ main(int argc, char **argv)
 	} else if (geteuid() == 0)
 		log_warn("running as root: set `user` in [server] to drop "
 		    "privileges after binding");
-
-	ev_signal_init(&d.sigterm, on_stop, SIGTERM);
-	ev_signal_init(&d.sigint, on_stop, SIGINT);
-	ev_signal_init(&d.sighup, on_hup, SIGHUP);
-	d.sigterm.data = d.sigint.data = d.sighup.data = &d;
-	ev_signal_start(d.loop, &d.sigterm);
-	ev_signal_start(d.loop, &d.sigint);
-	ev_signal_start(d.loop, &d.sighup);
-
-	server_start(d.srv);
-	relay_probe(d.loop, setup);
-	setup_start_pools(setup, d.loop);
-	log_info("relay25 %s started (%zu upstream(s), first %s:%u)",
-	    RELAY25_VERSION, setup->cfg->nupstream, setup->cfg->upstream[0].host,
-	    setup->cfg->upstream[0].port);
-	ev_run(d.loop, 0);
-	log_info("relay25 stopped");
-	rc = 0;
-
-	ev_signal_stop(d.loop, &d.sigterm);
-	ev_signal_stop(d.loop, &d.sigint);
-	ev_signal_stop(d.loop, &d.sighup);
-	ev_timer_stop(d.loop, &d.drain_check);
-	ev_timer_stop(d.loop, &d.deadline);
+	d.setup = setup;
+	workers = setup->cfg->workers ? setup->cfg->workers : workers_auto();
+	d.forked = workers > 1;
+	if (d.forked)
+		rc = workers_run(workers, serve, &d);
+	else
+		rc = serve(&d, 0);
+	if (workers > 1) {
+		/* The master never ran the loop: nothing of the server is
+		 * in use, only memory to give back. */
+		server_free(d.srv);
+		goto out_setup;
+	}
+	return rc;   /* serve() released everything */
 out_server:
 	server_free(d.srv);
 	reap_run();

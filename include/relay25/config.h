@@ -20,6 +20,10 @@
 #define CFG_MAX_LISTEN 16
 #define CFG_MAX_ALLOW 64
 #define CFG_MAX_UPSTREAMS 16
+#define CFG_MAX_SENDERS 64      /* allowed_senders patterns */
+#define CFG_SENDER_MAX 255      /* bytes in one pattern */
+
+struct inbound_users;
 
 enum cfg_tls { CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT, CFG_TLS_NONE };
 enum cfg_auth { CFG_AUTH_AUTO, CFG_AUTH_PLAIN, CFG_AUTH_LOGIN,
@@ -66,6 +70,8 @@ struct cfg_upstream {
 	char *helo_name;        /* NULL: the server's hostname */
 	double connect_timeout; /* seconds, default 30 */
 	unsigned pool_size;     /* default 0 */
+	unsigned pool_max_messages;  /* default 100 */
+	double pool_idle_timeout;    /* seconds, default 60 */
 };
 
 struct cfg {
@@ -77,7 +83,8 @@ struct cfg {
 	struct cfg_cidr allow[CFG_MAX_ALLOW];
 	size_t nallow;          /* default 127.0.0.0/8 ::1/128 */
 	bool allow_set;         /* allow given explicitly */
-	unsigned max_clients;        /* 1024 */
+	unsigned workers;            /* 1; 0 = auto (one per CPU) */
+	unsigned max_clients;        /* 1024 (per worker) */
 	unsigned max_clients_per_ip; /* 64 */
 	uint64_t max_message_size;   /* 25M */
 	unsigned max_recipients;     /* 100 */
@@ -89,6 +96,13 @@ struct cfg {
 	enum cfg_log_level log_level;   /* info */
 	enum cfg_log_format log_format; /* text */
 	enum cfg_log_target log_target; /* stderr */
+	/* Sender policy: MAIL FROM must match one of these patterns
+	 * (policy.h); none: every sender is accepted. */
+	char allowed_senders[CFG_MAX_SENDERS][CFG_SENDER_MAX + 1];
+	size_t nallowed_senders;
+	char *auth_users_file;       /* NULL: no inbound AUTH */
+	struct inbound_users *auth_users; /* loaded from auth_users_file at
+	                              * load time (owned; NULL without it) */
 
 	struct cfg_upstream upstream[CFG_MAX_UPSTREAMS];
 	size_t nupstream;            /* >= 1 after a successful load, in file
@@ -108,6 +122,9 @@ struct cfg {
  * "file:line: message" (or "RELAY25_X: message" for the environment) to err.
  * Warnings (a password in a file readable by others, ...) go to warn as
  * "warning: ..." lines even on success. err/warn may be NULL.
+ *
+ * auth_users_file, if set, is read here (inbound_auth.h); problems in it
+ * are reported as "users-file:line: message".
  *
  * Blocking, not thread-safe: it sets inih's global options while parsing
  * (and restores them), and runs password_command, if set, to completion.

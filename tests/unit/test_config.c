@@ -1262,3 +1262,202 @@ Test(config, auth_not_yet_implemented)
 	unlink(path);
 	rmdir(dir);
 }
+
+/* ---- sender policy and inbound AUTH ---- */
+
+Test(config, allowed_senders)
+{
+	struct run r = load("[server]\nallowed_senders = *@example.com "
+	    "alerts@host.example\t*@*.example.org  <> *\n" UP, NULL);
+	const struct cfg *c = r.cfg;
+	char *out;
+
+	cr_assert_not_null(c, "%s", r.err);
+	cr_assert_eq(c->nallowed_senders, 5);
+	cr_assert_str_eq(c->allowed_senders[0], "*@example.com");
+	cr_assert_str_eq(c->allowed_senders[1], "alerts@host.example");
+	cr_assert_str_eq(c->allowed_senders[2], "*@*.example.org");
+	cr_assert_str_eq(c->allowed_senders[3], "<>");
+	cr_assert_str_eq(c->allowed_senders[4], "*");
+	out = print_cfg(c);
+	cr_assert_not_null(strstr(out, "allowed_senders = *@example.com "
+	    "alerts@host.example *@*.example.org <> *\n"), "%s", out);
+	free(out);
+	done(&r);
+
+	/* default: no patterns (every sender); printed empty */
+	r = load(UP, NULL);
+	cr_assert_not_null(r.cfg, "%s", r.err);
+	cr_assert_eq(r.cfg->nallowed_senders, 0);
+	cr_assert_null(r.cfg->auth_users_file);
+	cr_assert_null(r.cfg->auth_users);
+	out = print_cfg(r.cfg);
+	cr_assert_not_null(strstr(out, "allowed_senders =\n"), "%s", out);
+	cr_assert_not_null(strstr(out, "auth_users_file =\n"), "%s", out);
+	free(out);
+	done(&r);
+}
+
+Test(config, allowed_senders_quoted_round_trip)
+{
+	struct run r = load("[server]\nallowed_senders = \"a#b@x.example "
+	    "c;d@y.example\"\n" UP, NULL), r2;
+	char *out, *out2;
+
+	cr_assert_not_null(r.cfg, "%s", r.err);
+	cr_assert_eq(r.cfg->nallowed_senders, 2);
+	cr_assert_str_eq(r.cfg->allowed_senders[0], "a#b@x.example");
+	out = print_cfg(r.cfg);
+	cr_assert_not_null(strstr(out, "allowed_senders = \"a#b@x.example "
+	    "c;d@y.example\"\n"), "%s", out);
+	r2 = load(out, NULL);
+	cr_assert_not_null(r2.cfg, "%s", r2.err);
+	out2 = print_cfg(r2.cfg);
+	cr_assert_str_eq(strchr(out2, '\n'), strchr(out, '\n'));
+	free(out);
+	free(out2);
+	done(&r);
+	done(&r2);
+}
+
+Test(config, allowed_senders_errors)
+{
+	static const struct { const char *line, *msg; } cases[] = {
+		{ "allowed_senders = example.com",
+		  "for allowed_senders: 'example.com' has no '@': for a whole "
+		  "domain write *@example.com" },
+		{ "allowed_senders = *@a.example <alerts@b.example>",
+		  "'<alerts@b.example>': write the address without <>" },
+		{ "allowed_senders = <",
+		  "write the address without <>" },
+	};
+	char text[8192], *p;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(text, sizeof text, "[server]\n%s\n" UP, cases[i].line);
+		expect_error(text, 2, cases[i].msg);
+	}
+	/* 65 patterns; a pattern of 256 bytes */
+	p = text + sprintf(text, "[server]\nallowed_senders =");
+	for (int i = 0; i < 65; i++)
+		p += sprintf(p, " u%d@x.example", i);
+	sprintf(p, "\n" UP);
+	expect_error(text, 2, "for allowed_senders: more than 64 patterns");
+	p = text + sprintf(text, "[server]\nallowed_senders = *@");
+	memset(p, 'd', 254);
+	sprintf(p + 254, "\n" UP);
+	expect_error(text, 2, "a pattern is longer than 255 bytes");
+	p[253] = '\n';
+	sprintf(p + 254, UP);
+	{
+		struct run r = load(text, NULL);
+		cr_assert_not_null(r.cfg, "%s", r.err);   /* 255 bytes: fine */
+		cr_assert_eq(strlen(r.cfg->allowed_senders[0]), 255);
+		done(&r);
+	}
+}
+
+Test(config, allowed_senders_env)
+{
+	char *env[] = { "RELAY25_SERVER_ALLOWED_SENDERS=*@env.example <>",
+	    NULL };
+	char *bad[] = { "RELAY25_SERVER_ALLOWED_SENDERS=env.example", NULL };
+	struct run r = load("[server]\nallowed_senders = *@file.example\n" UP,
+	    env);
+
+	cr_assert_not_null(r.cfg, "%s", r.err);
+	cr_assert_eq(r.cfg->nallowed_senders, 2);
+	cr_assert_str_eq(r.cfg->allowed_senders[0], "*@env.example");
+	done(&r);
+	r = load(UP, bad);
+	cr_assert_null(r.cfg);
+	cr_assert_not_null(strstr(r.err, "RELAY25_SERVER_ALLOWED_SENDERS: bad "
+	    "value 'env.example' for allowed_senders"), "%s", r.err);
+	done(&r);
+}
+
+/* A users file with one user and a well-formed $6$ hash (loading only
+ * checks the form; test_inbound_auth.c verifies real ones). */
+#define USERS_OK "# users\napp:$6$saltsalt$" \
+	"t2L7K3x0sQ2gJ6fNm0hQz3m7rT0c2iN8c6J8y1g0vE8hTq0jB7m3xQw9aZ5kL2pO4u" \
+	"R6sT8vW0yX2zA4bC6d\n"
+
+static const char *
+users_file(const char *text, mode_t mode)
+{
+	return write_file(text, mode);
+}
+
+Test(config, auth_users_file)
+{
+	char text[512];
+	const char *uf = users_file(USERS_OK, 0640);
+	struct run r;
+	char *out;
+
+	snprintf(text, sizeof text, "[server]\nauth_users_file = %s\n" UP, uf);
+	r = load(text, NULL);
+	cr_assert_not_null(r.cfg, "%s", r.err);
+	cr_assert_str_eq(r.cfg->auth_users_file, uf);
+	cr_assert_not_null(r.cfg->auth_users);
+	cr_assert_str_eq(r.warn, "", "group-readable is fine: %s", r.warn);
+	out = print_cfg(r.cfg);
+	cr_assert_null(strstr(out, "$6$"), "hashes are never printed: %s", out);
+	free(out);
+	done(&r);
+}
+
+Test(config, auth_users_file_readable_by_others_warns)
+{
+	char text[512], want[512];
+	const char *uf = users_file(USERS_OK, 0644);
+	struct run r;
+
+	snprintf(text, sizeof text, "[server]\nauth_users_file = %s\n" UP, uf);
+	r = load(text, NULL);
+	cr_assert_not_null(r.cfg, "%s", r.err);
+	snprintf(want, sizeof want, "warning: %s (auth_users_file) holds "
+	    "password hashes and is readable by others: chmod o-r %s", uf, uf);
+	cr_assert_not_null(strstr(r.warn, want), "%s", r.warn);
+	done(&r);
+}
+
+Test(config, auth_users_file_errors)
+{
+	char text[512], want[512];
+	const char *bad;
+	struct run r;
+
+	/* missing file: reported at the key's line */
+	snprintf(text, sizeof text, "[server]\nauth_users_file = %s/nope\n" UP,
+	    tmpdir);
+	expect_error(text, 2, "auth_users_file ");
+	expect_error(text, 2, "/nope: No such file or directory");
+	snprintf(text, sizeof text, "[server]\nauth_users_file = %s\n" UP,
+	    tmpdir);
+	expect_error(text, 2, "is a directory");
+
+	/* errors inside the users file: users-file:line: message, all */
+	bad = users_file("app:$6$x$y\nnocolon\n\n:$6$x$y\nb:plaintext\n",
+	    0600);
+	snprintf(text, sizeof text, "[server]\nauth_users_file = %s\n" UP, bad);
+	r = load(text, NULL);
+	cr_assert_null(r.cfg);
+	snprintf(want, sizeof want, "%s:2: expected 'user:hash'\n", bad);
+	cr_assert_not_null(strstr(r.err, want), "%s", r.err);
+	snprintf(want, sizeof want, "%s:4: empty user name\n", bad);
+	cr_assert_not_null(strstr(r.err, want), "%s", r.err);
+	snprintf(want, sizeof want, "%s:5: user 'b': not a modular crypt(3) "
+	    "hash", bad);
+	cr_assert_not_null(strstr(r.err, want), "%s", r.err);
+	cr_assert_null(strstr(r.err, "plaintext"), "%s", r.err);
+	done(&r);
+
+	bad = users_file("# nobody\n", 0600);
+	snprintf(text, sizeof text, "[server]\nauth_users_file = %s\n" UP, bad);
+	r = load(text, NULL);
+	cr_assert_null(r.cfg);
+	snprintf(want, sizeof want, "%s: no users defined\n", bad);
+	cr_assert_not_null(strstr(r.err, want), "%s", r.err);
+	done(&r);
+}
