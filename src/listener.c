@@ -17,6 +17,8 @@
 
 #include "relay25/listener.h"
 #include "relay25/log.h"
+#include "relay25/metrics.h"
+#include "relay25/sockact.h"
 #include "relay25/session.h"
 #include "relay25/setup.h"
 
@@ -139,11 +141,13 @@ server_accept_one(struct server *srv, int fd, const struct sockaddr *sa)
 		    sizeof(addr), NULL, 0, NI_NUMERICHOST);
 	}
 	if (!cfg_allowed(cfg, sa)) {
+		metrics_session_refused(METRICS_REFUSED_NOT_ALLOWED);
 		log_warn("client=%s refused: not in allow list", addr);
 		refuse(fd, "554 5.7.1 Access denied\r\n");
 		return;
 	}
 	if (srv->nsessions >= cfg->max_clients) {
+		metrics_session_refused(METRICS_REFUSED_MAX_CLIENTS);
 		log_warn("client=%s refused: max_clients (%u) reached", addr,
 		    cfg->max_clients);
 		refuse(fd, "421 4.7.0 Too many connections, try again later\r\n");
@@ -155,6 +159,7 @@ server_accept_one(struct server *srv, int fd, const struct sockaddr *sa)
 		return;
 	}
 	if (ipc->count >= cfg->max_clients_per_ip) {
+		metrics_session_refused(METRICS_REFUSED_MAX_CLIENTS_PER_IP);
 		log_warn("client=%s refused: max_clients_per_ip (%u) reached",
 		    addr, cfg->max_clients_per_ip);
 		refuse(fd, "421 4.7.0 Too many connections from your address, "
@@ -225,7 +230,21 @@ server_new(struct ev_loop *loop, struct setup *setup)
 		return NULL;
 	srv->loop = loop;
 	srv->setup = setup_ref(setup);
-	for (size_t i = 0; i < cfg->nlisten; i++) {
+	/* systemd socket activation: the listeners are inherited. */
+	int fds[CFG_MAX_LISTEN];
+	int nfds = sockact_fds(fds, CFG_MAX_LISTEN);
+	if (nfds < 0) {
+		server_free(srv);
+		return NULL;
+	}
+	for (int i = 0; i < nfds; i++) {
+		struct listen_sock *l = &srv->ls[srv->nls++];
+		l->fd = fds[i];
+		l->srv = srv;
+		sockact_describe(fds[i], l->text, sizeof(l->text));
+		ev_io_init(&l->io, server_accept_cb, fds[i], EV_READ);
+	}
+	for (size_t i = 0; nfds == 0 && i < cfg->nlisten; i++) {
 		struct listen_sock *l = &srv->ls[srv->nls];
 		int fd = listen_on(&cfg->listen[i]);
 
@@ -299,6 +318,7 @@ server_sessions(const struct server *srv)
 void
 server_session_add(struct server *srv, struct session *s)
 {
+	metrics_session_active(1);
 	if (srv->nsessions == srv->cap) {
 		size_t ncap = srv->cap ? srv->cap * 2 : 64;
 		struct session **n = realloc(srv->sessions,
@@ -315,6 +335,8 @@ void
 server_session_gone(struct server *srv, struct session *s,
     const struct sockaddr *peer)
 {
+	if (s != NULL)
+		metrics_session_active(-1);
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		if (srv->sessions[i] == s) {
 			srv->sessions[i] = srv->sessions[--srv->nsessions];

@@ -57,29 +57,98 @@ syslog_priority(enum cfg_log_level level)
 	}
 }
 
-/* JSON: {"ts":"...","level":"info","msg":"<the key=value text>"}. The
- * text is already printable ASCII with '"' and '\\' escaped by callers
- * that log untrusted input; escape once more here for JSON safety. */
+/* Append src[0..n) to a JSON string body (escaping). Returns the new
+ * length, or stops short at cap. */
+static size_t
+json_put(char *out, size_t o, size_t cap, const char *src, size_t n)
+{
+	for (size_t i = 0; i < n && o + 7 < cap; i++) {
+		unsigned char ch = (unsigned char)src[i];
+		if (ch == '"' || ch == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)ch;
+		} else if (ch < 0x20 || ch == 0x7f)
+			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", ch);
+		else
+			out[o++] = (char)ch;
+	}
+	return o;
+}
+
+/* A "key=" token: lower-case letters, digits and '_' before '='. */
+static size_t
+kv_key_len(const char *p)
+{
+	size_t n = 0;
+
+	while ((p[n] >= 'a' && p[n] <= 'z') || p[n] == '_' ||
+	    (n > 0 && p[n] >= '0' && p[n] <= '9'))
+		n++;
+	return n > 0 && p[n] == '=' ? n : 0;
+}
+
+/*
+ * One JSON object per record: {"ts":..,"level":..,"key":"value",...,
+ * "msg":".."}. Leading key=value tokens (values may be "quoted", with \"
+ * inside) become fields; the rest of the line, if any, is "msg". Callers
+ * already sanitised what came from the network.
+ */
 static void
 write_json(FILE *f, const char *ts, enum cfg_log_level level, const char *msg)
 {
-	char esc[8192];
-	size_t o = 0;
+	char out[10240];
+	size_t o = 0, cap = sizeof(out) - 4;
+	const char *p = msg;
 
-	for (const char *p = msg; *p != '\0' && o + 7 < sizeof(esc); p++) {
-		unsigned char ch = (unsigned char)*p;
-		if (ch == '"' || ch == '\\') {
-			esc[o++] = '\\';
-			esc[o++] = (char)ch;
-		} else if (ch < 0x20) {
-			o += (size_t)snprintf(esc + o, sizeof(esc) - o,
-			    "\\u%04x", ch);
-		} else
-			esc[o++] = (char)ch;
+	o += (size_t)snprintf(out, sizeof(out), "{\"ts\":\"%s\",\"level\":\"%s\"",
+	    ts, level_names[level]);
+	for (;;) {
+		size_t k;
+
+		while (*p == ' ')
+			p++;
+		if (*p == '\0' || (k = kv_key_len(p)) == 0)
+			break;
+		out[o++] = ',';
+		out[o++] = '"';
+		o = json_put(out, o, cap, p, k);
+		memcpy(out + o, "\":\"", 3);
+		o += 3;
+		p += k + 1;
+		if (*p == '"') {           /* quoted value, \" and \\ inside */
+			const char *v = ++p;
+			while (*p != '\0' && *p != '"') {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				p++;
+			}
+			/* keep the value as written, unescaping \" and \\ */
+			for (const char *q = v; q < p && o + 8 < cap; q++) {
+				if (*q == '\\' && q + 1 < p &&
+				    (q[1] == '"' || q[1] == '\\'))
+					q++;
+				o = json_put(out, o, cap, q, 1);
+			}
+			if (*p == '"')
+				p++;
+		} else {
+			size_t n = strcspn(p, " ");
+			o = json_put(out, o, cap, p, n);
+			p += n;
+		}
+		out[o++] = '"';
+		if (o + 16 >= cap)
+			break;
 	}
-	esc[o] = '\0';
-	fprintf(f, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"}\n", ts,
-	    level_names[level], esc);
+	if (*p != '\0') {
+		memcpy(out + o, ",\"msg\":\"", 8);
+		o += 8;
+		o = json_put(out, o, cap, p, strlen(p));
+		out[o++] = '"';
+	}
+	out[o++] = '}';
+	out[o++] = '\n';
+	fwrite(out, 1, o, f);
 }
 
 void

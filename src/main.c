@@ -16,6 +16,8 @@
 #include "relay25/config.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
+#include "relay25/metrics.h"
+#include "relay25/notify.h"
 #include "relay25/ping.h"
 #include "relay25/reap.h"
 #include "relay25/relay.h"
@@ -40,6 +42,7 @@ struct daemon {
 	struct server *srv;
 	struct setup *setup;
 	bool forked;               /* serving in worker processes */
+	struct metrics_server *metrics;
 	struct opts opts;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer drain_check, deadline;
@@ -180,6 +183,9 @@ on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 		return;
 	}
 	d->stopping = true;
+	if (!d->forked)
+		notify_stopping();
+	metrics_set_listening(false);
 	log_info("signal %d: no new sessions; waiting for %zu session(s) "
 	    "(at most %.0fs)", w->signum, server_sessions(d->srv),
 	    cfg->shutdown_timeout);
@@ -202,15 +208,21 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 
 	(void)revents;
 	log_info("SIGHUP: reloading configuration");
+	if (!d->forked)
+		notify_reloading();
 	cfg = cfg_load(d->opts.config, environ, stderr, stderr);
 	if (cfg == NULL) {
 		log_error("reload failed; keeping the running configuration");
+		if (!d->forked)
+			notify_ready();
 		return;
 	}
 	s = setup_new(cfg, err, sizeof(err));
 	if (s == NULL) {
 		log_error("reload failed: %s; keeping the running configuration",
 		    err);
+		if (!d->forked)
+			notify_ready();
 		return;
 	}
 	log_set_level(effective_level(s->cfg, d->opts.verbose));
@@ -220,6 +232,8 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	setup_unref(s);
 	log_info("configuration reloaded (listen addresses need a restart "
 	    "to change)");
+	if (!d->forked)
+		notify_ready();
 }
 
 /* Serve until stopped: in the single process, or in each worker (which
@@ -230,8 +244,10 @@ serve(void *arg, unsigned idx)
 	struct daemon *d = arg;
 	struct setup *setup = d->setup;
 
-	if (d->forked)
+	if (d->forked) {
 		ev_loop_fork(d->loop);
+		metrics_use_slot(idx);
+	}
 	ev_signal_init(&d->sigterm, on_stop, SIGTERM);
 	ev_signal_init(&d->sigint, on_stop, SIGINT);
 	ev_signal_init(&d->sighup, on_hup, SIGHUP);
@@ -241,8 +257,23 @@ serve(void *arg, unsigned idx)
 	ev_signal_start(d->loop, &d->sighup);
 
 	server_start(d->srv);
+	metrics_set_listening(true);
+	if (idx == 0 && setup->cfg->metrics_set) {
+		char err[256];
+		/* One worker serves /metrics: the numbers are shared. */
+		d->metrics = metrics_server_start(d->loop,
+		    &setup->cfg->metrics_listen, err, sizeof(err));
+		if (d->metrics == NULL) {
+			log_error("metrics: %s", err);
+			return 1;
+		}
+		log_info("metrics on http://%s/metrics",
+		    setup->cfg->metrics_listen.text);
+	}
 	relay_probe(d->loop, setup);
 	setup_start_pools(setup, d->loop);
+	if (!d->forked)
+		notify_ready();
 	log_info("relay25 %s started%s %u (%zu upstream(s), first %s:%u)",
 	    RELAY25_VERSION, d->forked ? " worker" : "", idx,
 	    setup->cfg->nupstream,
@@ -255,6 +286,8 @@ serve(void *arg, unsigned idx)
 	ev_signal_stop(d->loop, &d->sighup);
 	ev_timer_stop(d->loop, &d->drain_check);
 	ev_timer_stop(d->loop, &d->deadline);
+	metrics_server_stop(d->metrics);
+	d->metrics = NULL;
 	server_free(d->srv);
 	d->srv = NULL;
 	reap_run();
@@ -326,6 +359,8 @@ main(int argc, char **argv)
 	d.setup = setup;
 	workers = setup->cfg->workers ? setup->cfg->workers : workers_auto();
 	d.forked = workers > 1;
+	if (d.forked && metrics_shared_init(workers) < 0)
+		log_warn("metrics: no shared memory; /metrics shows one worker");
 	if (d.forked)
 		rc = workers_run(workers, serve, &d);
 	else

@@ -6,6 +6,7 @@
 #include <ev.h>
 
 #include "relay25/log.h"
+#include "relay25/metrics.h"
 #include "relay25/pool.h"
 #include "relay25/setup.h"
 #include "relay25/upstream.h"
@@ -40,6 +41,7 @@ struct pool {
 
 static const struct upstream_events pool_events;
 static void pool_refill(struct pool *);
+static void pool_count_idle(int);
 
 static const struct cfg_upstream *
 pool_cfg(const struct pool *p)
@@ -61,7 +63,7 @@ entry_unlink(struct entry *e)
 	switch (e->state) {
 	case E_OPENING: p->nopening--; break;
 	case E_RESETTING: p->nresetting--; break;
-	case E_IDLE: p->nidle--; break;
+	case E_IDLE: p->nidle--; pool_count_idle(-1); break;
 	}
 }
 
@@ -76,6 +78,16 @@ entry_retire(struct entry *e, bool quit)
 	free(e);
 }
 
+/* Idle sessions of every pool in this process, for /metrics. */
+static unsigned pool_idle_total;
+
+static void
+pool_count_idle(int delta)
+{
+	pool_idle_total = (unsigned)((int)pool_idle_total + delta);
+	metrics_pool_size(pool_idle_total);
+}
+
 static void
 entry_set(struct entry *e, enum entry_state st)
 {
@@ -84,13 +96,14 @@ entry_set(struct entry *e, enum entry_state st)
 	switch (e->state) {
 	case E_OPENING: p->nopening--; break;
 	case E_RESETTING: p->nresetting--; break;
-	case E_IDLE: p->nidle--; break;
+	case E_IDLE: p->nidle--; pool_count_idle(-1); break;
 	}
 	e->state = st;
 	switch (st) {
 	case E_OPENING: p->nopening++; break;
 	case E_RESETTING: p->nresetting++; break;
-	case E_IDLE: p->nidle++; e->since = ev_now(p->loop); break;
+	case E_IDLE: p->nidle++; pool_count_idle(1);
+		e->since = ev_now(p->loop); break;
 	}
 }
 

@@ -13,6 +13,7 @@
 #include "relay25/dotstream.h"
 #include "relay25/envelope.h"
 #include "relay25/log.h"
+#include "relay25/metrics.h"
 #include "relay25/pool.h"
 #include "relay25/relay.h"
 #include "relay25/session.h"
@@ -78,11 +79,29 @@ relay_cfg_up(const struct relay *r, size_t i)
 	return &r->setup->cfg->upstream[i];
 }
 
+static enum metrics_upfail
+relay_metrics_kind(enum upstream_fail k)
+{
+	switch (k) {
+	case UP_FAIL_CONNECT: return METRICS_UPFAIL_CONNECT;
+	case UP_FAIL_TLS: return METRICS_UPFAIL_TLS;
+	case UP_FAIL_AUTH: return METRICS_UPFAIL_AUTH;
+	case UP_FAIL_AUTH_TEMP: return METRICS_UPFAIL_AUTH_TEMP;
+	case UP_FAIL_LOST: return METRICS_UPFAIL_LOST;
+	case UP_FAIL_TIMEOUT: break;
+	}
+	return METRICS_UPFAIL_TIMEOUT;
+}
+
 static void
 relay_log_message(struct relay *r, const char *status, const char *reply,
     const char *queue_id)
 {
 	char up[300];
+
+	metrics_message(status[0] == 's' ? METRICS_SENT :
+	    status[0] == 'd' ? METRICS_DEFERRED : status[0] == 'r' ?
+	    METRICS_REJECTED : METRICS_ABORTED, r->dot.out_bytes);
 
 	if (r->up != NULL)
 		snprintf(up, sizeof(up), "%s", upstream_label(r->up));
@@ -205,6 +224,7 @@ relay_up_ready(void *arg)
 	struct relay *r = arg;
 
 	setup_learn_caps(r->setup, r->up_idx, upstream_caps(r->up));
+	metrics_upstream_attempt(true);
 	log_debug("session=%s upstream=\"%s\" ready", r->id,
 	    upstream_label(r->up));
 	if (r->op == OP_MAIL)
@@ -317,6 +337,9 @@ relay_up_failed(void *arg, enum upstream_fail kind, bool before_ready,
 
 	snprintf(r->failure, sizeof(r->failure), "%s%s%s:%u: %s", c->name,
 	    c->name[0] ? " " : "", c->host, c->port, why);
+	metrics_upstream_failure(relay_metrics_kind(kind));
+	if (before_ready)
+		metrics_upstream_attempt(false);
 	bool was_reused = r->reused;
 	relay_drop_upstream(r);
 	if (was_reused && (op == OP_PROBE || op == OP_MAIL)) {
@@ -418,6 +441,9 @@ relay_free(struct relay *r, bool quit)
 		} else if (quit && upstream_is_ready(r->up) && !r->in_tx)
 			upstream_quit(r->up);
 		else {
+			if (r->op == OP_EOD || r->in_body)
+				metrics_message(METRICS_ABORTED,
+				    r->dot.out_bytes);
 			if (r->op == OP_EOD || r->in_body)
 				log_info("session=%s client=%s status=aborted "
 				    "from=<%s> reason=\"client went away before "
@@ -609,6 +635,7 @@ probe_ready(void *arg)
 	const struct smtp_caps *c = upstream_caps(p->up);
 
 	setup_learn_caps(p->setup, p->idx, c);
+	metrics_upstream_attempt(true);
 	log_info("probe upstream=\"%s\" ok: authenticated, size=%llu "
 	    "smtputf8=%s dsn=%s", upstream_label(p->up),
 	    (unsigned long long)c->size, c->smtputf8 ? "yes" : "no",
@@ -632,6 +659,8 @@ probe_failed(void *arg, enum upstream_fail kind, bool before_ready,
 	const struct cfg_upstream *c = &p->setup->cfg->upstream[p->idx];
 
 	(void)before_ready;
+	metrics_upstream_failure(relay_metrics_kind(kind));
+	metrics_upstream_attempt(false);
 	if (kind == UP_FAIL_AUTH)
 		log_error("probe: configuration error: upstream %s rejected the "
 		    "credentials of user %s: %s", c->host,

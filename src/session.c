@@ -28,6 +28,7 @@
 #include "relay25/inbound_auth.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
+#include "relay25/metrics.h"
 #include "relay25/policy.h"
 #include "relay25/reap.h"
 #include "relay25/relay.h"
@@ -865,12 +866,14 @@ session_new(struct server *srv, struct setup *setup, int fd)
 	}
 	log_debug("session=%s client=%s connected", s->id, s->addr);
 	if (early > 0) {
+		metrics_session_refused(METRICS_REFUSED_EARLY_TALKER);
 		log_warn("session=%s client=%s talked before the greeting; "
 		    "closing", s->id, s->addr);
 		session_reply(s, "554 5.5.0 Error: talked before the greeting\r\n");
 		session_close(s, false);
 		return NULL;
 	}
+	metrics_session_accepted();
 	snprintf(greeting, sizeof(greeting), "220 %s ESMTP relay25\r\n",
 	    setup->cfg->hostname);
 	session_reply(s, greeting);

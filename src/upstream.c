@@ -16,6 +16,7 @@
 #include "relay25/auth.h"
 #include "relay25/conn.h"
 #include "relay25/log.h"
+#include "relay25/metrics.h"
 #include "relay25/reap.h"
 #include "relay25/resolve.h"
 #include "relay25/upstream.h"
@@ -53,6 +54,7 @@ struct upstream {
 	struct smtp_caps caps;
 	bool sent_data;                 /* last command was DATA */
 	unsigned messages;              /* 2xx at end of data */
+	ev_tstamp t_stage;              /* start of the stage being timed */
 	bool want_drain;
 	char label[300];
 	char port[8];
@@ -184,6 +186,7 @@ upstream_enter(struct upstream *u, enum up_state s)
 		break;
 	case UP_AUTH_PLAIN: {
 		char b64[1100];
+		u->t_stage = ev_now(u->loop);
 		size_t bl = auth_plain(u->p.cfg->username, u->p.cfg->password,
 		    b64, sizeof(b64));
 		if (bl == 0) {
@@ -198,6 +201,7 @@ upstream_enter(struct upstream *u, enum up_state s)
 		break;
 	}
 	case UP_AUTH_LOGIN:
+		u->t_stage = ev_now(u->loop);
 		upstream_write_line(u, "AUTH LOGIN", 10, false);
 		conn_set_timeout(u->conn, u->p.command_timeout);
 		break;
@@ -288,6 +292,8 @@ upstream_auth_reply(struct upstream *u, const struct smtp_reply *r)
 	char why[300], sum[200];
 
 	if (r->code == 235) {
+		metrics_upstream_latency(METRICS_STAGE_AUTH,
+		    ev_now(u->loop) - u->t_stage);
 		log_debug("session=%s upstream=\"%s\" authenticated as %s",
 		    u->p.log_id, u->label, u->p.cfg->username);
 		snprintf(why, sizeof(why), "%s as %s accepted",
@@ -359,6 +365,7 @@ upstream_handshake_reply(struct upstream *u, const struct smtp_reply *r)
 		}
 		/* Anything already buffered was sent in plaintext after the
 		 * 220: an injection attempt (CVE-2011-0411 class). */
+		u->t_stage = ev_now(u->loop);
 		if (conn_starttls(u->conn, u->p.tls, u->p.cfg->server_name ?
 		    u->p.cfg->server_name : u->p.cfg->host) < 0) {
 			upstream_fail(u, UP_FAIL_TLS,
@@ -481,6 +488,9 @@ upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
 	case CONN_CONNECTED:
 		log_debug("session=%s upstream=\"%s\" connected", u->p.log_id,
 		    u->label);
+		metrics_upstream_latency(METRICS_STAGE_CONNECT,
+		    ev_now(u->loop) - u->t_stage);
+		u->t_stage = ev_now(u->loop);    /* implicit TLS starts now */
 		if (u->ev != NULL && u->ev->step != NULL) {
 			char a[64] = "?";
 			size_t i = u->addr_idx - 1;
@@ -504,6 +514,8 @@ upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
 		}
 		return;
 	case CONN_TLS_READY:
+		metrics_upstream_latency(METRICS_STAGE_TLS,
+		    ev_now(u->loop) - u->t_stage);
 		log_debug("session=%s upstream=\"%s\" tls=%s cipher=%s%s",
 		    u->p.log_id, u->label, conn_tls_version(u->conn),
 		    conn_tls_cipher(u->conn), conn_tls_resumed(u->conn) ?
@@ -674,6 +686,7 @@ upstream_open(struct ev_loop *loop, const struct upstream_params *p,
 	u->ev = ev;
 	u->arg = arg;
 	u->state = UP_RESOLVE;
+	u->t_stage = ev_now(loop);
 	smtp_reply_init(&u->rp);
 	snprintf(u->port, sizeof(u->port), "%u", p->cfg->port);
 	snprintf(u->label, sizeof(u->label), "%s%s%s:%u", p->cfg->name,

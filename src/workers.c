@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "relay25/log.h"
+#include "relay25/notify.h"
 #include "relay25/workers.h"
 
 #define WORKERS_MAX 64
@@ -79,6 +80,7 @@ workers_run(unsigned n, int (*fn)(void *, unsigned), void *arg)
 		}
 	}
 	log_info("started %u worker(s)", alive);
+	notify_ready();           /* the master is the service's main PID */
 	while (alive > 0) {
 		siginfo_t si;
 		int sig = sigwaitinfo(&set, &si);
@@ -86,9 +88,11 @@ workers_run(unsigned n, int (*fn)(void *, unsigned), void *arg)
 		if (sig < 0)
 			continue;
 		if (sig == SIGTERM || sig == SIGINT) {
-			if (!stopping)
+			if (!stopping) {
 				log_info("signal %d: stopping %u worker(s)", sig,
 				    alive);
+				notify_stopping();
+			}
 			stopping = true;
 			forward(w, n, sig);
 			continue;
