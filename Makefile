@@ -2,6 +2,11 @@
 #   make                 build/relay25
 #   make check           unit + integration tests (installs missing deps)
 #   make check SANITIZE=1  the same with ASan+UBSan
+#   make check VALGRIND=1  the same with relay25 run under valgrind (errors
+#                        and definite leaks fail the test)
+#   make fuzz            build tests/fuzz/fuzz_*.c with clang + libFuzzer +
+#                        ASan/UBSan into build-fuzz/ and run each for
+#                        FUZZ_SECONDS (default 60) on a copy of its corpus
 #   make demo            end-to-end demonstration on loopback
 #   make install         PREFIX=/usr/local DESTDIR=
 PREFIX     ?= /usr/local
@@ -19,6 +24,10 @@ CPPFLAGS += -D_GNU_SOURCE -Iinclude -MMD -MP
 DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags wolfssl inih 2>/dev/null)
 DEP_LIBS   := $(shell $(PKG_CONFIG) --libs wolfssl inih 2>/dev/null || echo -lwolfssl -linih) -lev -lcrypt -lpthread
 
+ifeq ($(SANITIZE)$(VALGRIND),11)
+  $(error SANITIZE=1 and VALGRIND=1 do not mix: valgrind needs a plain build)
+endif
+
 ifeq ($(SANITIZE),1)
   BUILD  := build-san
   CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -33,7 +42,7 @@ LIB_OBJS := $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all check integration demo install uninstall clean deps
+.PHONY: all check integration demo install uninstall clean deps fuzz fuzz-build
 all: $(BUILD)/relay25
 
 $(BUILD)/relay25: $(OBJS)
@@ -59,7 +68,39 @@ integration: deps
 
 check: deps
 	$(MAKE) $(UNIT_BINS) $(BUILD)/relay25
-	@sh tests/check.sh "$(abspath $(BUILD)/relay25)" "$(SANITIZE)" $(UNIT_BINS)
+	@VALGRIND=$(VALGRIND) sh tests/check.sh "$(abspath $(BUILD)/relay25)" "$(SANITIZE)" $(UNIT_BINS)
+
+# libFuzzer targets: every tests/fuzz/fuzz_NAME.c, linked with the library
+# objects (all of src/ but main.c) built by clang with coverage
+# instrumentation and ASan/UBSan into build-fuzz/; each runs FUZZ_SECONDS on
+# a copy of tests/fuzz/corpus/NAME (the committed corpus is not grown).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer
+FUZZ_CFLAGS  ?= -O1 -g
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_OBJS    := $(filter-out $(FUZZ_BUILD)/obj/main.o,$(SRCS:src/%.c=$(FUZZ_BUILD)/obj/%.o))
+
+fuzz: fuzz-build
+	@sh tests/fuzz/run.sh "$(FUZZ_SECONDS)" "$(FUZZ_BUILD)" $(FUZZ_BINS)
+
+fuzz-build: $(FUZZ_BINS)
+
+.SECONDARY: $(FUZZ_OBJS)
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c | $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(DEP_CFLAGS) $(FUZZ_CFLAGS) \
+		-fsanitize=fuzzer-no-link $(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_OBJS) | $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(CPPFLAGS) $(WARN) $(DEP_CFLAGS) $(FUZZ_CFLAGS) \
+		-fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_OBJS) $(DEP_LIBS)
+
+$(FUZZ_BUILD)/obj:
+	mkdir -p $@
 
 demo: deps
 	$(MAKE) $(BUILD)/relay25
@@ -78,7 +119,26 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/relay25 $(DESTDIR)$(SYSCONFDIR)/relay25/relay25.ini.example
 	rm -f $(DESTDIR)$(PREFIX)/share/man/man8/relay25.8 $(DESTDIR)$(PREFIX)/share/man/man5/relay25.ini.5
 
-clean:
-	rm -rf build build-san
+# Benchmark (tests/bench/, issue 5): the C upstream and load generator into
+# build/bench/, the peers installed if missing, then tests/bench/bench.py;
+# BENCH_SCALE=0.1 for a quick run (see bench.py for the other BENCH_*).
+BENCH_DIR  := build/bench
+BENCH_BINS := $(BENCH_DIR)/bench-upstream $(BENCH_DIR)/bench-loadgen
 
--include $(OBJS:.o=.d) $(UNIT_BINS:=.d)
+.PHONY: bench bench-build
+bench: bench-build
+	@sh tests/bench/install-peers.sh --if-missing || echo "bench: peers not installed; they are skipped"
+	@RELAY25_BIN=$(abspath $(BUILD)/relay25) /usr/bin/python3 tests/bench/bench.py
+
+bench-build: $(BUILD)/relay25 $(BENCH_BINS)
+
+$(BENCH_DIR)/bench-%: tests/bench/%.c | $(BENCH_DIR)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS) $(DEP_LIBS)
+
+$(BENCH_DIR):
+	mkdir -p $@
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(OBJS:.o=.d) $(UNIT_BINS:=.d) $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)
