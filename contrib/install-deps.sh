@@ -35,7 +35,7 @@ if command -v apt-get >/dev/null 2>&1; then
 	echo "install-deps: installing with apt-get" >&2
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-		build-essential pkg-config clang libev-dev libwolfssl-dev \
+		build-essential pkg-config clang libclang-rt-dev libev-dev libwolfssl-dev \
 		libinih-dev libcriterion-dev libcrypt-dev \
 		openssl swaks python3 python3-aiosmtpd valgrind procps >&2
 elif command -v dnf >/dev/null 2>&1; then
