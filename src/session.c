@@ -259,6 +259,12 @@ cmd_mail(struct session *s, const char *arg, size_t len)
 	log_sanitize(sender, sizeof(sender), path.addr, path.addr_len);
 	session_enter_state(s, S_WAIT);
 	s->waiting = SMTP_CMD_MAIL;
+	if (s->relay == NULL && (s->relay = relay_new(server_loop(s->srv),
+	    s->setup, s, s->conn, s->id, s->addr)) == NULL) {
+		session_reply(s, "451 4.3.0 Out of memory, try again later\r\n");
+		session_enter_state(s, S_CMD);
+		return;
+	}
 	relay_mail(s->relay, arg, len, sender);
 }
 
@@ -321,6 +327,10 @@ cmd_rset(struct session *s, const char *arg, size_t len)
 		return;
 	}
 	session_tx_reset(s);
+	if (s->relay == NULL) {         /* nothing upstream to reset */
+		session_reply(s, "250 2.0.0 Ok\r\n");
+		return;
+	}
 	session_enter_state(s, S_WAIT);
 	s->waiting = SMTP_CMD_RSET;
 	relay_rset(s->relay);
@@ -642,6 +652,8 @@ session_command(struct session *s, const struct smtp_line *line)
 static void
 session_process(struct session *s)
 {
+	bool took = false;      /* a whole command was taken */
+
 	while (session_reading(s) || s->state == S_DATA) {
 		struct smtp_line line;
 		size_t len, used = 0;
@@ -671,6 +683,7 @@ session_process(struct session *s)
 		session_command(s, &line);
 		if (s->state == S_DEAD || s->state == S_CLOSING)
 			return;
+		took = true;
 		conn_consume(s->conn, used);
 		if (s->state == S_WAIT) {
 			conn_pause(s->conn);
@@ -678,7 +691,10 @@ session_process(struct session *s)
 			return;
 		}
 	}
-	if (session_reading(s))
+	/* The timer runs from the last reply to the end of the next command
+	 * line: bytes dripping in without completing a line do not re-arm
+	 * it, so a slow-drip client cannot hold its slot. */
+	if (session_reading(s) && took)
 		conn_set_timeout(s->conn, s->setup->cfg->command_timeout);
 }
 
@@ -857,13 +873,6 @@ session_new(struct server *srv, struct setup *setup, int fd)
 	}
 	snprintf(s->addr, sizeof(s->addr), "%s", conn_peer(s->conn));
 	server_session_add(srv, s);
-	s->relay = relay_new(server_loop(srv), setup, s, s->conn, s->id,
-	    s->addr);
-	if (s->relay == NULL) {
-		session_reply(s, "421 4.3.0 Out of memory\r\n");
-		session_close(s, false);
-		return NULL;
-	}
 	log_debug("session=%s client=%s connected", s->id, s->addr);
 	if (early > 0) {
 		metrics_session_refused(METRICS_REFUSED_EARLY_TALKER);
