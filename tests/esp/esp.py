@@ -16,12 +16,16 @@ presence means the message is complete):
    "auth_user", "tls_version", "kind", "conn", "helo", "size", "sha256",
    "bare_lf", "bare_cr", "nul"}
 and the reply is "250 2.0.0 Ok: queued as <queue_id>".
+With --discard nothing is written (no messages, no logs): messages are only
+counted; SIGUSR1 prints the count on stderr and writes it to DIR/count
+(for benchmarks).
 
 Audit logs in --dir (one JSON object per line):
   auth.log  one line per AUTH attempt {"user", "tls", "ok", "mech", "conn"};
             a line {"leak": true, "tls": false, ...} if the password was seen
             in any command line received without TLS.
   conn.log  one line per connection when it ends {"conn", "kind", "tls_version",
+            "tls_resumed",
             "cmds" (AUTH arguments redacted), "end", "msgs", "auth_user",
             "plaintext_after_starttls"}.
 
@@ -52,6 +56,26 @@ connection is accepted, replaces the command-line faults (one spec a line).
   close-at-mail       close when MAIL arrives, without a reply (a pooled
                       session that died unnoticed)
   close-at-noop       close when NOOP arrives, without a reply
+  stall-starttls      never answer STARTTLS
+  stall-auth          never answer AUTH
+  stall-mail          never answer MAIL
+  stall-rcpt          never answer RCPT
+  stall-data          never answer the DATA command (no 354)
+  reject-rcpt         every RCPT gets 550 5.1.1
+  tempfail-data-cmd   the DATA command gets 451 4.3.0 (no 354)
+  reject-data-cmd     the DATA command gets 554 5.5.1 (no 354)
+  slow-replies:MS     write every reply one byte at a time, MS milliseconds
+                      apart (default 100)
+  huge-reply:STAGE[/KIND[/N]]
+                      an oversized reply at STAGE (banner, ehlo, mail, rcpt,
+                      data = the 354, eod = the 250 after the message, which
+                      is stored as usual). KIND line (default): the first
+                      line padded to N bytes without CRLF (default 2000);
+                      KIND lines: the reply made N lines long (default 100).
+                      The code is the one the reply would have had.
+  cert:NAME           use NAME.pem/NAME.key (next to --cert) for this
+                      connection's TLS (implicit or STARTTLS), e.g. wrong,
+                      selfsigned, expired
 """
 
 import argparse
@@ -81,8 +105,25 @@ FAULTS = {
     "tempfail-mail", "reject-mail", "tempfail-rcpt", "close-mid-data",
     "slow-data", "reject-data", "tempfail-data", "stall-data-reply",
     "close-after-data", "max-msgs", "close-after-auth", "close-at-mail",
-    "close-at-noop",
+    "close-at-noop", "stall-starttls", "stall-auth", "stall-mail",
+    "stall-rcpt", "stall-data", "reject-rcpt", "tempfail-data-cmd",
+    "reject-data-cmd", "slow-replies", "huge-reply", "cert",
 }
+HUGE_STAGES = ("banner", "ehlo", "mail", "rcpt", "data", "eod")
+
+
+def parse_huge(arg):
+    """'STAGE[/KIND[/N]]' -> (stage, kind, n). ValueError if bad."""
+    parts = (arg or "").split("/")
+    stage = parts[0]
+    kind = parts[1] if len(parts) > 1 else "line"
+    if stage not in HUGE_STAGES or kind not in ("line", "lines") or len(parts) > 3:
+        raise ValueError("huge-reply:STAGE[/line|lines[/N]], STAGE one of %s"
+                         % ", ".join(HUGE_STAGES))
+    n = int(parts[2]) if len(parts) > 2 else (2000 if kind == "line" else 100)
+    if n < (5 if kind == "line" else 1):
+        raise ValueError("huge-reply: N too small")
+    return stage, kind, n
 
 
 class Closed(Exception):
@@ -105,6 +146,12 @@ def parse_fault(spec):
     name, _, arg = spec.partition(":")
     if name not in FAULTS:
         raise ValueError("unknown fault %r" % name)
+    if name == "huge-reply":
+        parse_huge(arg)
+    if name == "cert" and not re.fullmatch(r"[A-Za-z0-9_-]+", arg or ""):
+        raise ValueError("cert:NAME needs a plain file name")
+    if name == "slow-replies" and arg is not None and float(arg) < 0:
+        raise ValueError("slow-replies: negative delay")
     return name, (arg if arg != "" else None), limit
 
 
@@ -169,9 +216,11 @@ class Session:
         self.faults = faults
         self.peer = peer
         self.tls_version = None
+        self.tls_resumed = False
         if kind == "implicit":
             sslobj = writer.get_extra_info("ssl_object")
             self.tls_version = sslobj.version() if sslobj else None
+            self.tls_resumed = bool(sslobj and sslobj.session_reused)
         self.helo = None
         self.ehlo_count = 0
         self.auth_user = None
@@ -180,6 +229,10 @@ class Session:
         self.cmds = []
         self.plain_after_starttls = 0
         self.rbuf = bytearray()     # bytes read from the peer, not yet used
+        fire, arg = faults.take("slow-replies")
+        self.slow = float(arg or 100) / 1000.0 if fire else None
+        fire, arg = faults.take("huge-reply")
+        self.huge = parse_huge(arg) if fire else None
         self.reset_tx()
 
     # ------------------------------------------------------------ helpers
@@ -202,14 +255,41 @@ class Session:
         if len(self.cmds) < MAX_CMD_LOG:
             self.cmds.append(text)
 
+    def huge_lines(self, stage, lines):
+        """The reply lines, made oversized if huge-reply fires at STAGE."""
+        if self.huge is None or self.huge[0] != stage:
+            return lines
+        _stage, kind, n = self.huge
+        self.huge = None            # once per connection
+        code = lines[-1][:3]
+        if kind == "line":
+            first = lines[0]
+            first += " " + "x" * max(0, n - len(first) - 1)
+            lines = [first[:max(n, len(lines[0]))]] + list(lines[1:])
+            self.log("huge reply: first line %d bytes" % len(lines[0]))
+            return lines
+        body = [l[4:] for l in lines]
+        filler = []
+        while len(body) + len(filler) < n:
+            filler.append("X-FILLER-%d" % len(filler))
+        body = body[:1] + filler + body[1:]     # the last line stays last
+        self.log("huge reply: %d lines" % len(body))
+        return ["%s-%s" % (code, t) for t in body[:-1]] + ["%s %s" % (code, body[-1])]
+
     async def reply(self, *lines):
         """Send one (possibly multi-line) reply: reply('250-a', '250 b')."""
         data = "".join(l + "\r\n" for l in lines).encode("utf-8", "replace")
         for l in lines:
-            self.log("S: " + l)
+            self.log("S: " + (l if len(l) <= 200 else l[:200] + "...(%d)" % len(l)))
         try:
-            self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.srv.timeout)
+            if self.slow is not None:
+                for i in range(len(data)):
+                    self.writer.write(data[i:i + 1])
+                    await asyncio.wait_for(self.writer.drain(), self.srv.timeout)
+                    await asyncio.sleep(self.slow)
+            else:
+                self.writer.write(data)
+                await asyncio.wait_for(self.writer.drain(), self.srv.timeout)
         except (ConnectionError, asyncio.TimeoutError, OSError) as e:
             raise Closed("write-failed: %s" % type(e).__name__)
 
@@ -307,7 +387,8 @@ class Session:
             self.log("end: " + end)
             self.srv.conn_log({
                 "conn": self.conn, "kind": self.kind, "peer": self.peer,
-                "tls_version": self.tls_version, "cmds": self.cmds,
+                "tls_version": self.tls_version, "tls_resumed": self.tls_resumed,
+                "cmds": self.cmds,
                 "end": end, "msgs": self.msgs, "auth_user": self.auth_user,
                 "plaintext_after_starttls": self.plain_after_starttls})
             try:
@@ -321,7 +402,8 @@ class Session:
             await asyncio.sleep(float(arg or 1))
         if self.faults.take("stall-banner")[0]:
             await self.hold("fault:stall-banner")
-        await self.reply("220 %s ESMTP test-esp" % self.srv.hostname)
+        await self.reply(*self.huge_lines(
+            "banner", ["220 %s ESMTP test-esp" % self.srv.hostname]))
         if self.faults.take("close-after-banner")[0]:
             raise Closed("fault:close-after-banner")
         while True:
@@ -388,7 +470,7 @@ class Session:
         ext.extend(self.srv.advertise)
         lines = ["250-%s greets %s" % (self.srv.hostname, self.helo)]
         lines += ["250-" + e for e in ext[:-1]] + ["250 " + ext[-1]]
-        await self.reply(*lines)
+        await self.reply(*self.huge_lines("ehlo", lines))
         fire, k = self.faults.take("close-after-ehlo") \
             if self.faults.has("close-after-ehlo") else (False, None)
         if fire:
@@ -417,6 +499,8 @@ class Session:
             return await self.reply("503 5.5.1 TLS already active")
         if arg.strip():
             return await self.reply("501 5.5.4 No parameters allowed")
+        if self.faults.take("stall-starttls")[0]:
+            await self.hold("fault:stall-starttls")
         # Stop reading before the 220 so the ClientHello stays in the socket
         # for the TLS layer. Plaintext the client pipelined after STARTTLS
         # must never be executed inside the TLS session (CVE-2011-0411
@@ -435,13 +519,15 @@ class Session:
             await self.writer.drain()
             raise Closed("fault:bad-tls")
         try:
-            await self.writer.start_tls(self.srv.ssl_ctx,
+            await self.writer.start_tls(self.srv.ctx_for(self.faults),
                                         ssl_handshake_timeout=self.srv.timeout)
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as e:
             raise Closed("tls-handshake-failed: %s" % e)
         sslobj = self.writer.get_extra_info("ssl_object")
         self.tls_version = sslobj.version() if sslobj else "unknown"
-        self.log("TLS established: %s" % self.tls_version)
+        self.tls_resumed = bool(sslobj and sslobj.session_reused)
+        self.log("TLS established: %s%s" % (self.tls_version,
+                                             " (resumed)" if self.tls_resumed else ""))
         self.helo = None
         self.reset_tx()
 
@@ -453,6 +539,8 @@ class Session:
         initial = parts[1] if len(parts) > 1 else None
         if self.helo is None:
             return await self.reply("503 5.5.1 EHLO first")
+        if self.faults.take("stall-auth")[0]:
+            await self.hold("fault:stall-auth")
         if not self.auth_offered():
             user = None
             if initial is not None:
@@ -566,13 +654,15 @@ class Session:
             self.refund("max-msgs")
         if self.faults.take("close-at-mail")[0]:
             raise Closed("fault:close-at-mail")
+        if self.faults.take("stall-mail")[0]:
+            await self.hold("fault:stall-mail")
         if self.faults.take("tempfail-mail")[0]:
             return await self.reply("451 4.3.0 Temporary failure, try again later")
         if self.faults.take("reject-mail")[0]:
             return await self.reply("550 5.7.1 Sender rejected")
         self.mail_from = addr
         self.mail_options = params
-        await self.reply("250 2.1.0 Ok")
+        await self.reply(*self.huge_lines("mail", ["250 2.1.0 Ok"]))
 
     async def cmd_rcpt(self, arg):
         if self.mail_from is None:
@@ -592,11 +682,16 @@ class Session:
         if addr.lower() in self.srv.reject_rcpt:
             return await self.reply("550 5.1.1 <%s>: Recipient address rejected: "
                                     "User unknown" % addr)
+        if self.faults.take("stall-rcpt")[0]:
+            await self.hold("fault:stall-rcpt")
         if self.faults.take("tempfail-rcpt")[0]:
             return await self.reply("451 4.3.0 <%s>: Temporary failure" % addr)
+        if self.faults.take("reject-rcpt")[0]:
+            return await self.reply("550 5.1.1 <%s>: Recipient address rejected"
+                                    % addr)
         self.rcpts.append(addr)
         self.rcpt_options.append(params)
-        await self.reply("250 2.1.5 Ok")
+        await self.reply(*self.huge_lines("rcpt", ["250 2.1.5 Ok"]))
 
     async def cmd_data(self, arg):
         if arg.strip():
@@ -605,10 +700,19 @@ class Session:
             return await self.reply("503 5.5.1 MAIL first")
         if not self.rcpts:
             return await self.reply("554 5.5.1 No valid recipients")
-        await self.reply("354 End data with <CR><LF>.<CR><LF>")
-        tmp = self.srv.tmp_path()
+        if self.faults.take("stall-data")[0]:
+            await self.hold("fault:stall-data")
+        if self.faults.take("tempfail-data-cmd")[0]:
+            self.reset_tx()
+            return await self.reply("451 4.3.0 Temporary failure at DATA")
+        if self.faults.take("reject-data-cmd")[0]:
+            self.reset_tx()
+            return await self.reply("554 5.5.1 DATA rejected")
+        await self.reply(*self.huge_lines(
+            "data", ["354 End data with <CR><LF>.<CR><LF>"]))
+        tmp = None if self.srv.discard else self.srv.tmp_path()
         try:
-            with open(tmp, "wb") as f:
+            with (_Discard() if tmp is None else open(tmp, "wb")) as f:
                 size, digest, stats = await self.receive_body(f)
             self.log("C: <body %d bytes> ." % size)
             if self.faults.take("stall-data-reply")[0]:
@@ -627,10 +731,15 @@ class Session:
                 "auth_user": self.auth_user, "tls_version": self.tls_version,
                 "kind": self.kind, "conn": self.conn, "helo": self.helo,
                 "size": size, "sha256": digest, **stats}
-            qid = self.srv.store(tmp, meta)
+            if tmp is None:
+                self.srv.msg_seq += 1
+                qid = "D%X%04d" % (os.getpid(), self.srv.msg_seq)
+            else:
+                qid = self.srv.store(tmp, meta)
             tmp = None
             self.msgs += 1
-            await self.reply("250 2.0.0 Ok: queued as %s" % qid)
+            await self.reply(*self.huge_lines(
+                "eod", ["250 2.0.0 Ok: queued as %s" % qid]))
         finally:
             self.reset_tx()
             if tmp is not None:
@@ -760,6 +869,19 @@ class _AuthCancelled(Exception):
     pass
 
 
+class _Discard:
+    """A file that forgets what is written to it (--discard)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data):
+        return len(data)
+
+
 class ESP:
     def __init__(self, a):
         self.dir = os.path.abspath(a.dir)
@@ -779,6 +901,7 @@ class ESP:
         self.timeout = a.timeout
         self.stall_time = a.stall_time
         self.verbose = a.verbose
+        self.discard = a.discard
         self.cli_faults = []
         for spec in a.fault or []:
             name, arg, limit = parse_fault(spec)
@@ -788,11 +911,27 @@ class ESP:
         self.msg_seq = self.existing_messages()
         self.tasks = set()
         self.ssl_ctx = None
+        self.cert_dir = os.path.dirname(os.path.abspath(a.cert)) if a.cert else None
+        self.alt_ctx = {}
         if a.cert:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(a.cert, a.key)
-            self.ssl_ctx = ctx
+            self.ssl_ctx = self.make_ctx(a.cert, a.key)
+
+    @staticmethod
+    def make_ctx(cert, key):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert, key)
+        return ctx
+
+    def ctx_for(self, faults):
+        """The TLS context for a connection: --cert, or NAME's with cert:NAME."""
+        fire, name = faults.take("cert")
+        if not fire or self.cert_dir is None:
+            return self.ssl_ctx
+        if name not in self.alt_ctx:
+            base = os.path.join(self.cert_dir, name)
+            self.alt_ctx[name] = self.make_ctx(base + ".pem", base + ".key")
+        return self.alt_ctx[name]
 
     def existing_messages(self):
         n = 0
@@ -844,6 +983,8 @@ class ESP:
         return qid
 
     def append_log(self, name, obj):
+        if self.discard:
+            return
         line = (json.dumps(obj) + "\n").encode()
         fd = os.open(os.path.join(self.dir, name),
                      os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -909,7 +1050,7 @@ class ESP:
                 self.conn_log({"conn": conn_id, "kind": kind, "peer": peer,
                                "end": "fault:bad-tls", "cmds": [], "msgs": 0})
                 return
-            use_ssl = self.ssl_ctx
+            use_ssl = self.ctx_for(faults)
         done = loop.create_future()
 
         def connected(reader, writer):
@@ -937,11 +1078,21 @@ class ESP:
             return
         await done
 
+    def report_count(self):
+        """SIGUSR1: the number of messages accepted, on stderr and in DIR/count."""
+        sys.stderr.write("esp: messages %d\n" % self.msg_seq)
+        sys.stderr.flush()
+        tmp = os.path.join(self.dir, ".count.tmp")
+        with open(tmp, "w") as f:
+            f.write("%d\n" % self.msg_seq)
+        os.replace(tmp, os.path.join(self.dir, "count"))
+
     async def main(self, a):
         loop = asyncio.get_running_loop()
         stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(signal.SIGUSR1, self.report_count)
         refuse = any(s[1] == "refuse" and s[3] is None for s in self.cli_faults)
         ports = {}
         socks = []
@@ -1008,6 +1159,9 @@ def main():
                    help="seconds to wait for a client line")
     p.add_argument("--stall-time", type=float, default=300.0,
                    help="how long stall faults hold a connection")
+    p.add_argument("--discard", action="store_true",
+                   help="accept and count messages without writing files "
+                   "(benchmarks); SIGUSR1 prints the count and writes DIR/count")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args()
     if (a.user is None) != (a.password is None):

@@ -108,3 +108,33 @@ class Pool(RelayTestCase):
         # probe + back-off 1 s, 2 s: a handful of attempts, not a storm
         self.assertLessEqual(attempts, 5, attempts)
         self.assertGreaterEqual(attempts, 2, attempts)
+
+
+class Resumption(RelayTestCase):
+    """TLS session resumption (issue 5): after the first full handshake to
+    an upstream, new connections resume (TLS 1.3 tickets), over STARTTLS
+    and implicit TLS."""
+
+    def check(self, kind):
+        esp = self.start_esp(kinds=("starttls", "implicit"))
+        relay = self.start_relay(upstream_for(esp, kind))
+        for i in range(3):
+            s = self.smtp(relay)
+            s.ehlo()
+            self.assertEqual(s.sendmail("a@example.test", ["b@example.test"],
+                                        make_message(subject="r%d" % i)), {})
+            s.quit()
+        esp.wait_messages(3)
+        relay.stop()
+        conns = [e for e in esp.conn_log() if e.get("tls_version")]
+        self.assertGreaterEqual(len(conns), 4, conns)     # probe + 3
+        self.assertFalse(conns[0]["tls_resumed"], "the first handshake is full")
+        resumed = sum(1 for e in conns[1:] if e["tls_resumed"])
+        self.assertGreaterEqual(resumed, 2, conns)
+        self.note("%s: %d of %d later connections resumed" % (kind, resumed, len(conns) - 1))
+
+    def test_resumption_starttls(self):
+        self.check("starttls")
+
+    def test_resumption_implicit(self):
+        self.check("implicit")
