@@ -150,6 +150,9 @@ static const struct cfg_key cfg_keys[] = {
 	{ SRV(shutdown_timeout), .key = "shutdown_timeout", DUR(0),
 	  .def = "30s",
 	  .help = "on SIGTERM, how long sessions in flight may finish" },
+	{ SRV(add_missing_headers), .key = "add_missing_headers",
+	  .type = &cfg_t_bool, .def = "no",
+	  .help = "add Date: and Message-ID: to messages that have none" },
 	{ SRV(bare_lf), .key = "bare_lf", .type = &cfg_t_enum,
 	  .names = cfg_bare_lf_names, .def = "normalize",
 	  .help = "bare CR or LF in commands and data: normalize | reject" },
@@ -207,6 +210,21 @@ static const struct cfg_key cfg_keys[] = {
 	  .help = "command (sh -c) whose first output line is the password" },
 	{ UPS(auth), .key = "auth", .type = &cfg_t_enum, .names = cfg_auth_names,
 	  .def = "auto", .help = "auto | plain | login | cram-md5 | xoauth2" },
+	{ UPS(rewrite_sender), .key = "rewrite_sender", .type = &cfg_t_str,
+	  .def = "", .help = "envelope sender (MAIL FROM) used with this "
+	  "upstream: the ESP's verified sender; <> stays <>" },
+	{ UPS(rewrite_header_from), .key = "rewrite_header_from",
+	  .type = &cfg_t_bool, .def = "no",
+	  .help = "also rewrite the From: header to rewrite_sender (keeping "
+	  "the display name); Sender: follows, Return-Path: is dropped" },
+	{ UPS(rewrite_reply_to), .key = "rewrite_reply_to",
+	  .type = &cfg_t_bool, .def = "no",
+	  .help = "with rewrite_header_from: add Reply-To: with the original "
+	  "From: address when the message has none" },
+	{ UPS(sender_domains), .key = "sender_domains", .type = &cfg_t_str,
+	  .def = "", .help = "route senders of these domains (space separated, "
+	  "*.example.com for subdomains) to this upstream; upstreams without "
+	  "it take the rest" },
 	{ UPS(helo_name), .key = "helo_name", .type = &cfg_t_helo, .def = "",
 	  .help = "name sent in EHLO; default: the server's hostname" },
 	{ UPS(connect_timeout), .key = "connect_timeout", DUR(0.001),
@@ -2023,6 +2041,15 @@ cfg_finish_upstream(struct cfg_ctx *c, size_t i)
 		cfg_err(c, cfg_origin(s, "auth"), "auth = %s is not "
 		    "implemented in this version; use auto, plain or login",
 		    u->auth == CFG_AUTH_CRAM_MD5 ? "cram-md5" : "xoauth2");
+	if (u->rewrite_sender != NULL && (strchr(u->rewrite_sender, '@') ==
+	    NULL || strpbrk(u->rewrite_sender, " <>\t\"") != NULL))
+		cfg_err(c, cfg_origin(s, "rewrite_sender"), "rewrite_sender must "
+		    "be a plain address such as noreply@example.com");
+	if ((u->rewrite_header_from || u->rewrite_reply_to) &&
+	    u->rewrite_sender == NULL)
+		cfg_err(c, cfg_origin(s, u->rewrite_header_from ?
+		    "rewrite_header_from" : "rewrite_reply_to"),
+		    "needs rewrite_sender");
 	cfg_finish_auth(c, s, u);
 }
 

@@ -16,6 +16,7 @@
 #include "relay25/metrics.h"
 #include "relay25/pool.h"
 #include "relay25/relay.h"
+#include "relay25/route.h"
 #include "relay25/session.h"
 #include "relay25/setup.h"
 #include "relay25/upstream.h"
@@ -34,7 +35,10 @@ struct relay {
 	struct conn *client;
 	struct upstream *up;
 	size_t up_idx;              /* which upstream `up` is */
-	size_t try_idx;             /* next upstream to try */
+	size_t route[CFG_MAX_UPSTREAMS];  /* upstreams for this sender */
+	size_t nroute;
+	size_t try_pos;             /* next position in route[] to try */
+	size_t cur_pos;             /* position of `up` in route[] */
 	bool reused;                /* `up` came from the pool */
 	bool fresh_only;            /* a pooled session failed: connect anew */
 	enum relay_op op;           /* command waiting for its reply */
@@ -147,6 +151,7 @@ relay_drop_upstream(struct relay *r)
 }
 
 static void relay_send_path(struct relay *, const char *, size_t, bool);
+static void relay_release_upstream(struct relay *);
 
 static void
 relay_open_next(struct relay *r)
@@ -154,8 +159,10 @@ relay_open_next(struct relay *r)
 	const struct setup *s = r->setup;
 	const struct cfg *cfg = s->cfg;
 
-	while (r->try_idx < cfg->nupstream) {
-		size_t i = r->try_idx++;
+	while (r->try_pos < r->nroute) {
+		size_t i = r->route[r->try_pos];
+
+		r->cur_pos = r->try_pos++;
 		double idle = 0;
 
 		r->up_idx = i;
@@ -194,7 +201,7 @@ relay_open_next(struct relay *r)
 	/* Every upstream failed before the session was ready. */
 	log_error("session=%s client=%s no upstream available: %s", r->id,
 	    r->client_addr, r->failure);
-	r->try_idx = 0;
+	r->try_pos = 0;
 	relay_reply_local(r, "451 4.4.1 Upstream unavailable, try again later\r\n");
 }
 
@@ -207,10 +214,18 @@ relay_send_path(struct relay *r, const char *arg, size_t len, bool is_mail)
 	char line[SMTP_LINE_MAX + 64];
 	size_t n = 0;
 
+	const char *rw = relay_cfg_up(r, r->up_idx)->rewrite_sender;
+
 	if (smtp_path_parse(arg, len, is_mail ? "FROM:" : "TO:", is_mail,
-	    &path) == SMTP_OK)
+	    &path) == SMTP_OK) {
+		/* The ESP's verified sender; the null sender stays <>. */
+		if (is_mail && rw != NULL && path.addr_len > 0) {
+			path.addr = rw;
+			path.addr_len = strlen(rw);
+		}
 		n = envelope_line(&path, is_mail, upstream_caps(r->up), line,
 		    sizeof(line));
+	}
 	if (n == 0) {
 		relay_reply_local(r, "501 5.5.4 Syntax error in parameters\r\n");
 		return;
@@ -261,7 +276,7 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 			relay_drop_upstream(r);
 			r->op = OP_MAIL;
 			r->fresh_only = true;
-			r->try_idx = r->up_idx;
+			r->try_pos = r->cur_pos;
 			relay_open_next(r);
 		}
 		return;
@@ -274,7 +289,7 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 		    "on a fresh one", r->id);
 		relay_drop_upstream(r);
 		r->fresh_only = true;
-		r->try_idx = r->up_idx;
+		r->try_pos = r->cur_pos;
 		relay_open_next(r);
 		return;
 	}
@@ -349,7 +364,7 @@ relay_up_failed(void *arg, enum upstream_fail kind, bool before_ready,
 		    "a fresh one", r->id, why);
 		r->op = OP_MAIL;
 		r->fresh_only = true;
-		r->try_idx = r->up_idx;
+		r->try_pos = r->cur_pos;
 		relay_open_next(r);
 		return;
 	}
@@ -425,35 +440,40 @@ relay_new(struct ev_loop *loop, struct setup *setup, struct session *s,
 	return r;
 }
 
+/* Done with a clean, idle upstream session: back to its pool, or QUIT. */
+static void
+relay_release_upstream(struct relay *r)
+{
+	struct pool *p = r->setup->pool[r->up_idx];
+
+	if (p != NULL)
+		pool_put(p, r->up, r->reused);
+	else
+		upstream_quit(r->up);
+	r->up = NULL;
+	r->reused = false;
+}
+
 void
 relay_free(struct relay *r, bool quit)
 {
 	if (r == NULL)
 		return;
 	if (r->up != NULL) {
-		struct pool *p = r->setup->pool[r->up_idx];
+		bool idle = upstream_is_ready(r->up) && r->op == OP_NONE &&
+		    !r->in_body;
 
-		if (upstream_is_ready(r->up) && r->op == OP_NONE &&
-		    !r->in_body && p != NULL) {
-			pool_put(p, r->up, r->reused); /* RSET, warm again */
-			r->up = NULL;
-			r->reused = false;
-		} else if (quit && upstream_is_ready(r->up) && !r->in_tx)
-			upstream_quit(r->up);
-		else {
-			if (r->op == OP_EOD || r->in_body)
-				metrics_message(METRICS_ABORTED,
-				    r->dot.out_bytes);
-			if (r->op == OP_EOD || r->in_body)
-				log_info("session=%s client=%s status=aborted "
-				    "from=<%s> reason=\"client went away before "
-				    "the end of data\"", r->id, r->client_addr,
-				    r->sender);
-			upstream_abort(r->up);
-		}
-		r->up = NULL;
+		/* A clean session goes back to its pool (RSET first), or
+		 * says QUIT; anything mid-transaction is dropped without the
+		 * final dot. */
+		if (idle && (r->setup->pool[r->up_idx] != NULL ||
+		    (quit && !r->in_tx)))
+			relay_release_upstream(r);
+		else if (r->op == OP_EOD || r->in_body)
+			relay_log_message(r, "aborted", "client went away before "
+			    "the end of data", "");
 	}
-	relay_drop_upstream(r);     /* releases a lease not given back */
+	relay_drop_upstream(r);   /* aborts what is left, ends a lease */
 	setup_unref(r->setup);
 	free(r);
 }
@@ -461,14 +481,33 @@ relay_free(struct relay *r, bool quit)
 void
 relay_mail(struct relay *r, const char *arg, size_t len, const char *sender)
 {
+	struct smtp_path path;
+	bool on_route = false;
+
 	relay_tx_reset(r);
 	snprintf(r->sender, sizeof(r->sender), "%s", sender);
 	r->tx_start = ev_now(r->loop);
 	r->op = OP_MAIL;
-	if (r->up != NULL && upstream_is_ready(r->up)) {
+	r->nroute = smtp_path_parse(arg, len, "FROM:", true, &path) == SMTP_OK ?
+	    route_for_sender(r->setup->cfg, path.addr, path.addr_len,
+	    r->route) : 0;
+	if (r->nroute == 0) {
+		log_warn("session=%s client=%s from=<%s> refused: no upstream "
+		    "is configured for this sender's domain", r->id,
+		    r->client_addr, r->sender);
+		relay_reply_local(r, "550 5.7.1 No upstream is configured for "
+		    "this sender's domain\r\n");
+		return;
+	}
+	for (size_t i = 0; i < r->nroute; i++)
+		if (r->up != NULL && r->route[i] == r->up_idx)
+			on_route = true;
+	if (r->up != NULL && upstream_is_ready(r->up) && on_route) {
 		relay_send_path(r, arg, len, true);
 		return;
 	}
+	if (r->up != NULL && upstream_is_ready(r->up))
+		relay_release_upstream(r);     /* another account's session */
 	if (len > sizeof(r->pending)) {
 		relay_reply_local(r, "500 5.5.2 Line too long\r\n");
 		return;
@@ -476,7 +515,7 @@ relay_mail(struct relay *r, const char *arg, size_t len, const char *sender)
 	memcpy(r->pending, arg, len);
 	r->pending_len = len;
 	relay_drop_upstream(r);
-	r->try_idx = 0;
+	r->try_pos = 0;
 	r->fresh_only = false;
 	r->failure[0] = '\0';
 	relay_open_next(r);

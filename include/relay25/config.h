@@ -67,6 +67,10 @@ struct cfg_upstream {
 	char *password_env;
 	char *password_command;
 	enum cfg_auth auth;     /* default auto */
+	char *rewrite_sender;   /* NULL: keep the client's MAIL FROM */
+	bool rewrite_header_from;
+	bool rewrite_reply_to;
+	char *sender_domains;   /* NULL: the default route */
 	char *helo_name;        /* NULL: the server's hostname */
 	double connect_timeout; /* seconds, default 30 */
 	unsigned pool_size;     /* default 0 */
@@ -92,6 +96,7 @@ struct cfg {
 	double data_timeout;         /* 600 s */
 	double shutdown_timeout;     /* 30 s */
 	enum cfg_bare_lf bare_lf;    /* normalize */
+	bool add_missing_headers;    /* no */
 	char *user;                  /* NULL: stay who we are */
 	enum cfg_log_level log_level;   /* info */
 	enum cfg_log_format log_format; /* text */

@@ -1,0 +1,83 @@
+"""test_routing.py - sender identity and routing (issue 6 part 2):
+`sender_domains` routes each transaction to its own account, failover stays
+within the route, `rewrite_sender` sets the ESP's verified envelope sender."""
+
+from lib import RelayTestCase, make_message, upstream_for, certs, PASSWORD
+
+
+class Routing(RelayTestCase):
+
+    def send(self, relay, sender, rcpt="r@example.test"):
+        s = self.smtp(relay)
+        s.ehlo()
+        try:
+            return s.sendmail(sender, [rcpt], make_message(subject="from " + sender))
+        finally:
+            s.quit()
+
+    def test_routes_by_sender_domain(self):
+        corp = self.start_esp(name="corp")
+        other = self.start_esp(name="other")
+        relay = self.start_relay([
+            upstream_for(other, name="default"),
+            upstream_for(corp, name="corp", sender_domains="corp.example *.corp.example"),
+        ])
+        self.send(relay, "alerts@corp.example")
+        self.send(relay, "cron@host.corp.example")
+        self.send(relay, "someone@elsewhere.test")
+        corp.wait_messages(2)
+        other.wait_messages(1)
+        self.assertEqual(sorted(m.meta["mail_from"] for m in corp.messages()),
+                         ["alerts@corp.example", "cron@host.corp.example"])
+        self.assertEqual([m.meta["mail_from"] for m in other.messages()],
+                         ["someone@elsewhere.test"])
+
+    def test_failover_stays_within_the_route(self):
+        other = self.start_esp(name="other")
+        backup = self.start_esp(name="backup")
+        dead = self.refusing_port()
+        relay = self.start_relay([
+            upstream_for(other, name="default"),
+            {"name": "corp", "host": "localhost", "port": dead, "tls": "starttls",
+             "ca_file": str(certs() / "ca.pem"), "username": "u", "password": PASSWORD,
+             "sender_domains": "corp.example", "connect_timeout": "3s"},
+            upstream_for(backup, name="corpbackup", sender_domains="corp.example"),
+        ])
+        self.send(relay, "a@corp.example")
+        backup.wait_messages(1)
+        self.assert_nothing_delivered(other, 0.5)
+
+    def test_no_route_is_refused(self):
+        corp = self.start_esp(name="corp")
+        relay = self.start_relay(upstream_for(corp, sender_domains="corp.example"))
+        c = self.raw(relay)
+        self.greet(c)
+        self.assert_code(c.cmd("MAIL FROM:<x@stranger.test>"), 550, "5.7.1")
+        self.assert_code(c.cmd("MAIL FROM:<x@corp.example>"), 250)
+        c.cmd("QUIT")
+
+    def test_rewrite_sender(self):
+        esp = self.start_esp()
+        relay = self.start_relay(upstream_for(esp, rewrite_sender="verified@esp.example"))
+        self.send(relay, "legacy-app@localhost")
+        self.send(relay, "")                         # the null sender stays <>
+        esp.wait_messages(2)
+        froms = sorted(m.meta["mail_from"] for m in esp.messages())
+        self.assertEqual(froms, ["", "verified@esp.example"])
+
+    def test_second_transaction_for_another_domain_switches_account(self):
+        corp = self.start_esp(name="corp")
+        other = self.start_esp(name="other")
+        relay = self.start_relay([
+            upstream_for(other, name="default"),
+            upstream_for(corp, name="corp", sender_domains="corp.example"),
+        ])
+        s = self.smtp(relay)
+        s.ehlo()
+        self.assertEqual(s.sendmail("a@corp.example", ["r@x.test"], make_message()), {})
+        self.assertEqual(s.sendmail("b@other.test", ["r@x.test"], make_message()), {})
+        s.quit()
+        corp.wait_messages(1)
+        other.wait_messages(1)
+        self.assertEqual(len(corp.messages()), 1)
+        self.assertEqual(len(other.messages()), 1)
