@@ -258,7 +258,8 @@ server_new(struct ev_loop *loop, struct setup *setup)
 		}
 		l->fd = fd;
 		l->srv = srv;
-		snprintf(l->text, sizeof(l->text), "%s", cfg->listen[i].text);
+		/* The bound address, so port 0 shows the port chosen. */
+		sockact_describe(fd, l->text, sizeof(l->text));
 		ev_io_init(&l->io, server_accept_cb, fd, EV_READ);
 		srv->nls++;
 	}

@@ -169,6 +169,58 @@ on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* Log what cfg_load() wrote (one problem per line) as log records, so a
+ * daemon configured for JSON logs prints nothing else. */
+static void
+log_lines(enum cfg_log_level level, char *text)
+{
+	for (char *line = strtok(text, "\n"); line != NULL;
+	    line = strtok(NULL, "\n")) {
+		if (strncmp(line, "warning: ", 9) == 0)
+			line += 9;
+		log_msg(level, "config: %s", line);
+	}
+}
+
+/* cfg_load() for the daemon: errors and warnings become log records.
+ * At start-up the log format is only known once the configuration is:
+ * errors of an invalid one go to stderr as they are. */
+static struct cfg *
+load_config(const struct opts *o, bool startup)
+{
+	char *errs = NULL, *warns = NULL;
+	size_t el = 0, wl = 0;
+	FILE *ef = open_memstream(&errs, &el), *wf = open_memstream(&warns, &wl);
+	struct cfg *cfg;
+
+	if (ef == NULL || wf == NULL) {
+		if (ef != NULL)
+			fclose(ef);
+		if (wf != NULL)
+			fclose(wf);
+		free(errs);
+		free(warns);
+		return cfg_load(o->config, environ, stderr, stderr);
+	}
+	cfg = cfg_load(o->config, environ, ef, wf);
+	fclose(ef);
+	fclose(wf);
+	if (cfg != NULL && startup)
+		log_init(effective_level(cfg, o->verbose), cfg->log_format,
+		    o->check ? CFG_LOG_STDERR : cfg->log_target);
+	if (cfg == NULL && startup)
+		fputs(errs, stderr);
+	else
+		log_lines(CFG_LOG_ERROR, errs);
+	if (warns[0] != '\0' && (cfg != NULL || !startup))
+		log_lines(CFG_LOG_WARN, warns);
+	else
+		fputs(warns, stderr);
+	free(errs);
+	free(warns);
+	return cfg;
+}
+
 static void
 on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -210,7 +262,7 @@ on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 	log_info("SIGHUP: reloading configuration");
 	if (!d->forked)
 		notify_reloading();
-	cfg = cfg_load(d->opts.config, environ, stderr, stderr);
+	cfg = load_config(&d->opts, false);
 	if (cfg == NULL) {
 		log_error("reload failed; keeping the running configuration");
 		if (!d->forked)
@@ -308,7 +360,10 @@ main(int argc, char **argv)
 
 	if (parse_opts(argc, argv, &d.opts) < 0)
 		return 2;
-	cfg = cfg_load(d.opts.config, environ, stderr, stderr);
+	/* -t, --ping: a person reads the output; the daemon logs it. */
+	cfg = d.opts.test_config || d.opts.ping ?
+	    cfg_load(d.opts.config, environ, stderr, stderr) :
+	    load_config(&d.opts, true);
 	if (cfg == NULL) {
 		fprintf(stderr, "relay25: configuration is not valid\n");
 		return 1;
@@ -325,8 +380,6 @@ main(int argc, char **argv)
 		cfg_free(cfg);
 		return rc;
 	}
-	log_init(effective_level(cfg, d.opts.verbose), cfg->log_format,
-	    d.opts.check ? CFG_LOG_STDERR : cfg->log_target);
 	signal(SIGPIPE, SIG_IGN);
 	if (tls_global_init() < 0) {
 		log_error("TLS library initialisation failed");

@@ -87,6 +87,13 @@ class Result(unittest.TestResult):
         super().addError(test, err)
         self._fail(test, err, "ERROR")
 
+    def addSubTest(self, test, subtest, err):
+        # a failing subTest fails its test (the base class only records it)
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            kind = "FAIL" if issubclass(err[0], test.failureException) else "ERROR"
+            self._fail(test, err, "%s %s" % (kind, subtest._subDescription()))
+
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
         self.skip_reason = reason
