@@ -79,6 +79,7 @@ struct conn {
 
 	unsigned dead:1;	/* conn_free called: no more events */
 	unsigned closing:1;	/* close_after_flush: no more events */
+	unsigned flushing:1;	/* counted in conn_flushing */
 	unsigned paused:1;
 	unsigned eof:1;		/* read side finished */
 	unsigned rd_want_write:1; /* TLS read waits for writability */
@@ -1062,6 +1063,10 @@ conn_set_timeout(struct conn *c, double seconds)
 
 /* ---- closing ---------------------------------------------------------- */
 
+/* Conns handed to conn_close_after_flush() still writing (one loop per
+ * thread, so per thread). */
+static _Thread_local size_t conn_flushing;
+
 void
 conn_close_after_flush(struct conn *c)
 {
@@ -1078,7 +1083,15 @@ conn_close_after_flush(struct conn *c)
 	}
 	ev_timer_set(&c->flush_timer, CONN_FLUSH_TIMEOUT, 0.);
 	ev_timer_start(c->loop, &c->flush_timer);
+	c->flushing = 1;
+	conn_flushing++;
 	conn_update(c);
+}
+
+size_t
+conn_flushing_count(void)
+{
+	return conn_flushing;
 }
 
 void
@@ -1087,6 +1100,10 @@ conn_free(struct conn *c)
 	if (c == NULL || c->dead)
 		return;
 	c->dead = 1;
+	if (c->flushing) {
+		c->flushing = 0;
+		conn_flushing--;
+	}
 	conn_stop_all(c);
 	if (c->ssl != NULL) {
 		wolfSSL_free(c->ssl);

@@ -14,6 +14,7 @@
 
 #include "relay25/check.h"
 #include "relay25/config.h"
+#include "relay25/conn.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
 #include "relay25/metrics.h"
@@ -147,13 +148,15 @@ drop_privileges(const char *user)
 	return 0;
 }
 
+/* Stop once no session is left and every last reply (221, 421) has been
+ * written; each closing conn is bounded by its own flush timer. */
 static void
 on_drain_check(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct daemon *d = w->data;
 
 	(void)revents;
-	if (server_sessions(d->srv) == 0)
+	if (server_sessions(d->srv) == 0 && conn_flushing_count() == 0)
 		ev_break(loop, EVBREAK_ALL);
 }
 
@@ -162,11 +165,11 @@ on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct daemon *d = w->data;
 
+	(void)loop;
 	(void)revents;
 	log_warn("shutdown_timeout reached; closing %zu session(s)",
 	    server_sessions(d->srv));
-	server_shutdown_sessions(d->srv);
-	ev_break(loop, EVBREAK_ALL);
+	server_shutdown_sessions(d->srv);   /* 421 4.3.2, flushed, closed */
 }
 
 /* Log what cfg_load() wrote (one problem per line) as log records, so a
@@ -231,8 +234,7 @@ on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 	if (d->stopping) {
 		log_warn("second stop signal: closing now");
 		server_shutdown_sessions(d->srv);
-		ev_break(loop, EVBREAK_ALL);
-		return;
+		return;            /* the drain check ends the loop */
 	}
 	d->stopping = true;
 	if (!d->forked)

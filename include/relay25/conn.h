@@ -90,6 +90,9 @@ void conn_set_timeout(struct conn *, double seconds);
 /* Close once the output buffer has been written (or after a short bound),
  * without further events except CONN_DRAIN/CONN_ERROR being suppressed. */
 void conn_close_after_flush(struct conn *);
+/* How many conns are still flushing after conn_close_after_flush(): at
+ * shutdown the loop runs until this is 0 (each is bounded by a timer). */
+size_t conn_flushing_count(void);
 /* Close now and release after the current callback (see above). */
 void conn_free(struct conn *);
 

@@ -76,6 +76,18 @@ connection is accepted, replaces the command-line faults (one spec a line).
   cert:NAME           use NAME.pem/NAME.key (next to --cert) for this
                       connection's TLS (implicit or STARTTLS), e.g. wrong,
                       selfsigned, expired
+  reject-token        the OAuth token presented (XOAUTH2 / OAUTHBEARER) is
+                      refused even if valid: a stale token (@1: the first)
+
+AUTH mechanisms: PLAIN and LOGIN with --user/--password; CRAM-MD5 (RFC
+2195) too with --cram-md5; XOAUTH2 and OAUTHBEARER (RFC 7628) with
+--oauth-token TOKEN (repeatable: the tokens accepted for --user;
+--reject-first-token = --fault reject-token@1). A refused token gets the
+error challenge "334 <base64 JSON>"; the client must answer an empty line
+(XOAUTH2) or "AQ==" (OAUTHBEARER), then gets 535 (anything else: 501, and
+"bad_ack" in auth.log). auth.log lines of the token mechanisms carry "host"
+and "port" (OAUTHBEARER) and "token_ok". --mechs "CRAM-MD5 ..." replaces the
+AUTH mechanisms advertised (and accepted).
 """
 
 import argparse
@@ -83,6 +95,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -107,7 +120,7 @@ FAULTS = {
     "close-after-data", "max-msgs", "close-after-auth", "close-at-mail",
     "close-at-noop", "stall-starttls", "stall-auth", "stall-mail",
     "stall-rcpt", "stall-data", "reject-rcpt", "tempfail-data-cmd",
-    "reject-data-cmd", "slow-replies", "huge-reply", "cert",
+    "reject-data-cmd", "slow-replies", "huge-reply", "cert", "reject-token",
 }
 HUGE_STAGES = ("banner", "ehlo", "mail", "rcpt", "data", "eod")
 
@@ -202,6 +215,36 @@ def parse_path(rest):
     if any(c in addr for c in " <>"):
         return None
     return addr, params
+
+
+def parse_token_response(mech, raw):
+    """The XOAUTH2 or OAUTHBEARER initial response -> (user, token, extra)
+    as bytes (extra: {"host", "port"} for OAUTHBEARER), or None if
+    malformed."""
+    if not raw.endswith(b"\x01\x01"):
+        return None
+    if mech == "XOAUTH2":
+        fields = raw[:-2].split(b"\x01")
+        if len(fields) != 2 or not fields[0].startswith(b"user=") or \
+                not fields[1].startswith(b"auth=Bearer "):
+            return None
+        return fields[0][5:], fields[1][12:], {}
+    # OAUTHBEARER: gs2-header "n,a=SASLNAME," then kvpairs
+    m = re.fullmatch(rb"n,a=([^,]*),\x01(.*)", raw[:-2], re.S)
+    if m is None:
+        return None
+    user = m.group(1).replace(b"=2C", b",").replace(b"=3D", b"=")
+    kv = {}
+    for pair in m.group(2).split(b"\x01"):
+        k, eq, v = pair.partition(b"=")
+        if not eq or k in kv:
+            return None
+        kv[k] = v
+    auth = kv.get(b"auth", b"")
+    if not auth.startswith(b"Bearer ") or b"host" not in kv or b"port" not in kv:
+        return None
+    return user, auth[7:], {"host": kv[b"host"].decode("utf-8", "replace"),
+                            "port": kv[b"port"].decode("utf-8", "replace")}
 
 
 class Session:
@@ -333,20 +376,24 @@ class Session:
         return line
 
     def check_leak(self, line):
-        """Record if the password is visible in a line read without TLS."""
-        pw = self.srv.password
-        if not pw:
-            return
-        pwb = pw.encode()
-        seen = pwb in line
-        if not seen:
-            for tok in line.split():
-                try:
-                    if pwb in base64.b64decode(tok + b"==", validate=False):
-                        seen = True
-                        break
-                except (binascii.Error, ValueError):
-                    pass
+        """Record if the password or an OAuth token is visible in a line
+        read without TLS."""
+        seen = False
+        for pw in [self.srv.password] + sorted(self.srv.oauth_tokens):
+            if not pw:
+                continue
+            pwb = pw.encode()
+            seen = pwb in line
+            if not seen:
+                for tok in line.split():
+                    try:
+                        if pwb in base64.b64decode(tok + b"==", validate=False):
+                            seen = True
+                            break
+                    except (binascii.Error, ValueError):
+                        pass
+            if seen:
+                break
         if seen:
             self.srv.auth_log({"user": None, "tls": False, "ok": False,
                                "leak": True, "conn": self.conn})
@@ -466,7 +513,7 @@ class Session:
         if self.kind == "starttls" and not self.tls:
             ext.append("STARTTLS")
         if self.auth_offered() and not self.auth_user:
-            ext.append("AUTH PLAIN LOGIN")
+            ext.append("AUTH " + " ".join(self.srv.mechs))
         ext.extend(self.srv.advertise)
         lines = ["250-%s greets %s" % (self.srv.hostname, self.helo)]
         lines += ["250-" + e for e in ext[:-1]] + ["250 " + ext[-1]]
@@ -560,6 +607,8 @@ class Session:
             return await self.reply("503 5.5.1 Already authenticated")
         if self.mail_from is not None:
             return await self.reply("503 5.5.1 AUTH not allowed in a transaction")
+        ok = None
+        extra = {}
         try:
             if mech == "PLAIN":
                 if initial is None:
@@ -577,6 +626,46 @@ class Session:
                 user = b64decode_strict(initial)
                 await self.reply("334 UGFzc3dvcmQ6")
                 pw = b64decode_strict(await self.auth_response())
+            elif mech == "CRAM-MD5" and mech in self.srv.mechs:
+                chal = ("<%d.%d@%s>" % (secrets.randbelow(10**9), time.time(),
+                                        self.srv.hostname)).encode()
+                await self.reply("334 " + base64.b64encode(chal).decode())
+                resp = b64decode_strict(await self.auth_response())
+                user, _, digest = resp.rpartition(b" ")
+                want = hmac.new(self.srv.password.encode(), chal,
+                                hashlib.md5).hexdigest().encode()
+                ok = (user.decode("utf-8", "replace") == self.srv.user and
+                      hmac.compare_digest(digest, want))
+            elif mech in ("XOAUTH2", "OAUTHBEARER") and mech in self.srv.mechs:
+                if initial is None:
+                    await self.reply("334 ")
+                    initial = await self.auth_response()
+                parsed = parse_token_response(mech, b64decode_strict(initial))
+                if parsed is None:
+                    self.srv.auth_log({"user": None, "tls": self.tls,
+                                       "ok": False, "mech": mech,
+                                       "conn": self.conn, "malformed": True})
+                    return await self.reply("501 5.5.2 Malformed %s response" % mech)
+                user, token, extra = parsed
+                extra["token_ok"] = token.decode("utf-8", "replace") in \
+                    self.srv.oauth_tokens
+                ok = (user.decode("utf-8", "replace") == self.srv.user and
+                      extra["token_ok"])
+                if self.faults.take("reject-token")[0]:
+                    ok = False
+                    extra["stale"] = True
+                if not ok:
+                    err = json.dumps({"status": "401", "schemes": "bearer",
+                                      "scope": "https://mail.google.com/"})
+                    await self.reply("334 " + base64.b64encode(err.encode()).decode())
+                    ack = await self.auth_response()
+                    if ack != ("AQ==" if mech == "OAUTHBEARER" else ""):
+                        self.srv.auth_log({"user": user.decode("utf-8", "replace"),
+                                           "tls": self.tls, "ok": False,
+                                           "mech": mech, "conn": self.conn,
+                                           "bad_ack": True, **extra})
+                        return await self.reply("501 5.5.2 Bad answer to the "
+                                                "error challenge")
             else:
                 return await self.reply("504 5.5.4 Unrecognized authentication type")
         except (binascii.Error, ValueError):
@@ -584,7 +673,8 @@ class Session:
         except _AuthCancelled:
             return await self.reply("501 5.0.0 Authentication cancelled")
         user_s = user.decode("utf-8", "replace")
-        ok = user_s == self.srv.user and pw == self.srv.password.encode()
+        if ok is None:
+            ok = user_s == self.srv.user and pw == self.srv.password.encode()
         if self.faults.take("tempfail-auth")[0]:
             self.srv.auth_log({"user": user_s, "tls": self.tls, "ok": False,
                                "mech": mech, "conn": self.conn})
@@ -592,7 +682,7 @@ class Session:
         if self.faults.take("auth-fail")[0]:
             ok = False
         self.srv.auth_log({"user": user_s, "tls": self.tls, "ok": ok,
-                           "mech": mech, "conn": self.conn})
+                           "mech": mech, "conn": self.conn, **extra})
         if not ok:
             return await self.reply("535 5.7.8 Authentication credentials invalid")
         self.auth_user = user_s
@@ -902,7 +992,18 @@ class ESP:
         self.stall_time = a.stall_time
         self.verbose = a.verbose
         self.discard = a.discard
+        self.oauth_tokens = set(a.oauth_token or [])
+        self.mechs = ["PLAIN", "LOGIN"]
+        if a.cram_md5:
+            self.mechs.append("CRAM-MD5")
+        if self.oauth_tokens:
+            self.mechs += ["XOAUTH2", "OAUTHBEARER"]
+        if a.mechs:
+            self.mechs = a.mechs.upper().split()
         self.cli_faults = []
+        if a.reject_first_token:
+            self.cli_faults.append(("cli:reject-first-token", "reject-token",
+                                    None, 1))
         for spec in a.fault or []:
             name, arg, limit = parse_fault(spec)
             self.cli_faults.append(("cli:" + spec, name, arg, limit))
@@ -1144,6 +1245,15 @@ def main():
     p.add_argument("--password")
     p.add_argument("--plain-auth", action="store_true",
                    help="offer and require AUTH on the plain port too")
+    p.add_argument("--cram-md5", action="store_true",
+                   help="offer CRAM-MD5 too (checked against --password)")
+    p.add_argument("--oauth-token", action="append", metavar="TOKEN",
+                   help="an access token accepted for --user (XOAUTH2, "
+                   "OAUTHBEARER offered); repeatable")
+    p.add_argument("--reject-first-token", action="store_true",
+                   help="refuse the first token presented (a stale token)")
+    p.add_argument("--mechs", metavar="'M1 M2'",
+                   help="the AUTH mechanisms advertised, replacing the default")
     p.add_argument("--ready-file")
     p.add_argument("--fault", action="append", metavar="NAME[:ARG][@N]")
     p.add_argument("--reject-rcpt", action="append", metavar="ADDR")
