@@ -37,7 +37,7 @@ if command -v apt-get >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
 		build-essential pkg-config clang libclang-rt-dev libev-dev libwolfssl-dev \
 		libinih-dev libcriterion-dev libcrypt-dev \
-		openssl swaks python3 python3-aiosmtpd valgrind procps >&2
+		openssl swaks python3 python3-aiosmtpd valgrind procps s-nail >&2
 elif command -v dnf >/dev/null 2>&1; then
 	$SUDO dnf install -y gcc make pkgconf-pkg-config clang libev-devel \
 		wolfssl-devel inih-devel criterion-devel libxcrypt-devel \
