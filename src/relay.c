@@ -5,6 +5,8 @@
  * upstream failure into a 4xx. One log line per message.
  */
 #include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ev.h>
@@ -12,6 +14,7 @@
 #include "relay25/conn.h"
 #include "relay25/dotstream.h"
 #include "relay25/envelope.h"
+#include "relay25/headers.h"
 #include "relay25/log.h"
 #include "relay25/metrics.h"
 #include "relay25/pool.h"
@@ -22,6 +25,11 @@
 #include "relay25/upstream.h"
 
 #define RELAY_CHUNK 16384
+/* With the header filter: decode this much at a time, and only when the
+ * upstream can take twice its worst-case filtered output (a held From:
+ * field plus additions), so the filter never has to keep bytes back. */
+#define RELAY_FILTER_CHUNK 4096
+#define RELAY_FILTER_NEED (2 * (RELAY_FILTER_CHUNK + HDR_OUT_RESERVE))
 #define RELAY_PROBE_AFTER 10.0   /* NOOP a pooled session idle this long
                                   * (or half pool_idle_timeout if less) */
 
@@ -55,6 +63,7 @@ struct relay {
 	/* body */
 	struct dot_decoder dot;
 	bool in_body;               /* between the 354 and the end of data */
+	struct hdr_filter *hdr;     /* header rewriting, NULL when off */
 	bool discard;               /* keep reading to the end, send nothing */
 	char discard_reply[200];    /* what the client gets at the end */
 	bool oversize;
@@ -130,6 +139,8 @@ relay_tx_reset(struct relay *r)
 	r->rcpts_ok = 0;
 	r->sender[0] = '\0';
 	r->in_body = false;
+	free(r->hdr);
+	r->hdr = NULL;
 	r->discard = false;
 	r->oversize = false;
 	r->bare_reject = false;
@@ -259,6 +270,64 @@ relay_finish_message(struct relay *r, const struct smtp_reply *rep)
 	relay_tx_reset(r);
 }
 
+/* The header filter for this message, when the upstream rewrites From:
+ * or the server adds missing Date:/Message-ID:. */
+static void
+relay_start_filter(struct relay *r)
+{
+	const struct cfg *cfg = r->setup->cfg;
+	const struct cfg_upstream *u = relay_cfg_up(r, r->up_idx);
+	struct hdr_params hp = { 0 };
+
+	if (!u->rewrite_header_from && !cfg->add_missing_headers)
+		return;
+	hp.rewrite_from = u->rewrite_header_from ? u->rewrite_sender : NULL;
+	hp.add_reply_to = u->rewrite_reply_to;
+	hp.add_missing = cfg->add_missing_headers;
+	hp.msgid_domain = cfg->hostname;
+	hp.now = time(NULL);
+	hp.tz_offset = hdr_local_tz_offset(hp.now);
+	if (getrandom(hp.random, sizeof(hp.random), 0) !=
+	    (ssize_t)sizeof(hp.random))
+		for (size_t i = 0; i < sizeof(hp.random); i++)
+			hp.random[i] ^= (unsigned char)(rand() >> 3);
+	if ((r->hdr = malloc(sizeof(*r->hdr))) == NULL)
+		return;                  /* unchanged rather than refused */
+	if (!hdr_filter_init(r->hdr, &hp)) {
+		log_warn("session=%s header rewriting is off for this message: "
+		    "bad parameters", r->id);
+		free(r->hdr);
+		r->hdr = NULL;
+	}
+}
+
+/* Pass decoded message bytes through the header filter to the upstream;
+ * the caller made sure there is room for all of it. */
+static void
+relay_filter_write(struct relay *r, const char *buf, size_t len, bool end)
+{
+	char out[RELAY_FILTER_CHUNK + HDR_OUT_RESERVE];
+
+	while (len > 0 && r->up != NULL) {
+		size_t used = 0, n = 0, room = upstream_body_room(r->up);
+
+		if (room > sizeof(out))
+			room = sizeof(out);
+		hdr_filter_feed(r->hdr, buf, len, &used, out, room, &n);
+		upstream_body(r->up, out, n);
+		buf += used;
+		len -= used;
+	}
+	if (end && r->up != NULL) {
+		size_t n = 0;
+		hdr_filter_finish(r->hdr, out, sizeof(out), &n);
+		upstream_body(r->up, out, n);
+		if (hdr_filter_gave_up(r->hdr))
+			log_info("session=%s headers passed unchanged (%s)", r->id,
+			    hdr_stop_name(hdr_filter_stop(r->hdr)));
+	}
+}
+
 static void
 relay_up_reply(void *arg, const struct smtp_reply *rep)
 {
@@ -313,6 +382,7 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 			r->in_body = true;
 			r->discard = false;
 			r->discard_reply[0] = '\0';
+			relay_start_filter(r);
 		}
 		break;
 	case OP_EOD:
@@ -474,6 +544,7 @@ relay_free(struct relay *r, bool quit)
 			    "the end of data", "");
 	}
 	relay_drop_upstream(r);   /* aborts what is left, ends a lease */
+	free(r->hdr);
 	setup_unref(r->setup);
 	free(r);
 }
@@ -620,6 +691,13 @@ relay_body(struct relay *r)
 			}
 		} else {
 			room = upstream_body_room(r->up);
+			if (r->hdr != NULL) {
+				if (room < RELAY_FILTER_NEED) {
+					conn_pause(r->client);
+					return false;
+				}
+				room = RELAY_FILTER_CHUNK;
+			}
 			if (room > sizeof(out))
 				room = sizeof(out);
 			if (room < DOT_OUT_RESERVE * 2) {
@@ -641,7 +719,9 @@ relay_body(struct relay *r)
 			    "554 5.6.0 Message contains bare CR or LF (bare_lf = reject)\r\n");
 			relay_drop_upstream(r);
 		}
-		if (!r->discard && outlen > 0)
+		if (!r->discard && r->hdr != NULL)
+			relay_filter_write(r, out, outlen, res == DOT_END);
+		else if (!r->discard && outlen > 0)
 			upstream_body(r->up, out, outlen);
 		conn_consume(r->client, used);
 		if (res == DOT_END) {

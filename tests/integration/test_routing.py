@@ -81,3 +81,71 @@ class Routing(RelayTestCase):
         other.wait_messages(1)
         self.assertEqual(len(corp.messages()), 1)
         self.assertEqual(len(other.messages()), 1)
+
+
+class Headers(RelayTestCase):
+    """Header From: rewriting and missing Date:/Message-ID: (issue 6 part
+    2), done while streaming: the body passes untouched."""
+
+    BODY = "line one\r\nFrom: not a header, body text\r\n..dot-stuffed\r\n"
+
+    def raw_send(self, relay, headers):
+        c = self.raw(relay)
+        self.greet(c)
+        self.assert_code(c.cmd("MAIL FROM:<app@legacy.test>"), 250)
+        self.assert_code(c.cmd("RCPT TO:<r@example.test>"), 250)
+        self.assert_code(c.cmd("DATA"), 354)
+        c.send((headers + "\r\n" + self.BODY + ".\r\n").encode())
+        self.assert_code(c.reply(), 250)
+        c.cmd("QUIT")
+
+    def stored(self, esp):
+        esp.wait_messages(1)
+        m = esp.messages()[0]
+        head, _, body = m.data.partition(b"\r\n\r\n")
+        return m, head.decode(), body
+
+    def test_rewrite_header_from_keeps_display_name(self):
+        esp = self.start_esp()
+        relay = self.start_relay(upstream_for(
+            esp, rewrite_sender="noreply@esp.example", rewrite_header_from="yes",
+            rewrite_reply_to="yes"))
+        self.raw_send(relay, "From: \"Printer, 3rd floor\" <scanner@legacy.test>\r\n"
+                             "Sender: someone@legacy.test\r\n"
+                             "Return-Path: <bounce@legacy.test>\r\n"
+                             "Subject: scan\r\n")
+        m, head, body = self.stored(esp)
+        self.assertEqual(m.meta["mail_from"], "noreply@esp.example")
+        self.assertIn('From: "Printer, 3rd floor" <noreply@esp.example>', head)
+        self.assertIn("Reply-To: ", head)
+        self.assertIn("scanner@legacy.test", head.split("Reply-To: ")[1].split("\r\n")[0])
+        self.assertRegex(head, r"\r\nSender: <?noreply@esp\.example>?\r\n")
+        self.assertNotIn("Return-Path", head)
+        self.assertIn("Subject: scan", head)
+        # the body is exactly what was sent (un-dot-stuffed by the ESP)
+        self.assertEqual(body, self.BODY.replace("\r\n..", "\r\n.").encode())
+
+    def test_add_missing_headers(self):
+        esp = self.start_esp()
+        relay = self.start_relay(upstream_for(esp), server={"add_missing_headers": "yes"})
+        self.raw_send(relay, "From: a@legacy.test\r\nSubject: no date\r\n")
+        _, head, body = self.stored(esp)
+        self.assertRegex(head, r"\r\nDate: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}")
+        self.assertRegex(head, r"\r\nMessage-ID: <[0-9a-f]{32}@relay\.test>")
+        self.assertEqual(body, self.BODY.replace("\r\n..", "\r\n.").encode())
+
+    def test_present_headers_not_duplicated(self):
+        esp = self.start_esp()
+        relay = self.start_relay(upstream_for(esp), server={"add_missing_headers": "yes"})
+        self.raw_send(relay, "From: a@legacy.test\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
+                             "Message-Id: <x@y>\r\n")
+        _, head, _ = self.stored(esp)
+        self.assertEqual(head.lower().count("\r\ndate:") + head.lower().startswith("date:"), 1)
+        self.assertEqual(head.lower().count("message-id:"), 1)
+
+    def test_off_by_default_byte_exact(self):
+        esp = self.start_esp()
+        relay = self.start_relay(upstream_for(esp))
+        self.raw_send(relay, "From: a@legacy.test\r\n")
+        _, head, _ = self.stored(esp)
+        self.assertEqual(head, "From: a@legacy.test")
