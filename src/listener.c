@@ -47,6 +47,7 @@ struct server {
 	struct session **sessions;
 	size_t nsessions, cap;
 	struct ip_count *ips[IP_BUCKETS];
+	struct spool *spool;          /* not owned */
 };
 
 #define container_of(p, type, member) \
@@ -302,6 +303,18 @@ struct setup *
 server_setup(struct server *srv)
 {
 	return srv->setup;
+}
+
+void
+server_set_spool(struct server *srv, struct spool *sp)
+{
+	srv->spool = sp;
+}
+
+struct spool *
+server_spool(struct server *srv)
+{
+	return srv->spool;
 }
 
 struct ev_loop *

@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <ev.h>
 
 #include "relay25/check.h"
 #include "relay25/config.h"
 #include "relay25/conn.h"
+#include "relay25/delivery.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
 #include "relay25/metrics.h"
@@ -23,6 +25,7 @@
 #include "relay25/reap.h"
 #include "relay25/relay.h"
 #include "relay25/setup.h"
+#include "relay25/spool.h"
 #include "relay25/tls.h"
 #include "relay25/workers.h"
 
@@ -35,6 +38,8 @@ struct opts {
 	bool test_config;
 	bool check;
 	bool ping;
+	bool spool_list;
+	bool flush;
 	int verbose;
 };
 
@@ -45,7 +50,8 @@ struct daemon {
 	bool forked;               /* serving in worker processes */
 	struct metrics_server *metrics;
 	struct opts opts;
-	ev_signal sigterm, sigint, sighup;
+	ev_signal sigterm, sigint, sighup, sigusr1;
+	struct spool *spool;
 	ev_timer drain_check, deadline;
 	bool stopping;
 };
@@ -54,7 +60,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: relay25 [-c FILE] [-t] [--check] [--ping] [-v] [-V] [-h]\n"
+	    "usage: relay25 [-c FILE] [-t] [--check] [--ping] [--spool] [--flush]\n"
+	    "               [-v] [-V] [-h]\n"
 	    "  -c, --config FILE   configuration file (default %s;\n"
 	    "                      without it, RELAY25_* environment variables)\n"
 	    "  -t, --test-config   validate and print the effective configuration\n"
@@ -63,6 +70,8 @@ usage(FILE *f)
 	    "                      certificate, EHLO, AUTH; report; exit 0 or 1\n"
 	    "      --ping          health probe: greeting and NOOP against the\n"
 	    "                      first listen address; exit 0 or 1\n"
+	    "      --spool         list the messages in the spool (spool_dir)\n"
+	    "      --flush         ask the running relay25 to retry the spool now\n"
 	    "  -v, --verbose       more log detail (repeatable)\n"
 	    "  -V, --version       print the version\n"
 	    "  -h, --help          this text\n", CFG_DEFAULT_FILE);
@@ -76,6 +85,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{ "test-config", no_argument, NULL, 't' },
 		{ "check", no_argument, NULL, 'C' },
 		{ "ping", no_argument, NULL, 'P' },
+		{ "spool", no_argument, NULL, 'S' },
+		{ "flush", no_argument, NULL, 'F' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -89,6 +100,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 		case 't': o->test_config = true; break;
 		case 'C': o->check = true; break;
 		case 'P': o->ping = true; break;
+		case 'S': o->spool_list = true; break;
+		case 'F': o->flush = true; break;
 		case 'v': o->verbose++; break;
 		case 'V':
 			printf("relay25 %s\n", RELAY25_VERSION);
@@ -253,6 +266,19 @@ on_stop(struct ev_loop *loop, ev_signal *w, int revents)
 }
 
 static void
+on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (d->spool != NULL) {
+		log_info("SIGUSR1: retrying the spool now");
+		spool_flush(d->spool);
+	}
+}
+
+static void
 on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct daemon *d = w->data;
@@ -324,6 +350,35 @@ serve(void *arg, unsigned idx)
 		log_info("metrics on http://%s/metrics",
 		    setup->cfg->metrics_listen.text);
 	}
+	if (setup->cfg->spool_dir != NULL) {
+		struct spool_params sp = {
+			.max_size = setup->cfg->spool_max_size,
+			.max_age = setup->cfg->spool_max_age,
+			.retry_min = setup->cfg->spool_retry_min,
+			.retry_max = setup->cfg->spool_retry_max,
+			.max_inflight = setup->cfg->spool_max_inflight,
+			.rescan = d->forked ? 30.0 : 0,
+			.kick = delivery_kick,
+			.kick_arg = d->srv,
+		};
+		char err[256];
+
+		d->spool = spool_open(d->loop, setup->cfg->spool_dir, &sp, err,
+		    sizeof(err));
+		if (d->spool == NULL) {
+			log_error("spool %s: %s", setup->cfg->spool_dir, err);
+			return 1;
+		}
+		server_set_spool(d->srv, d->spool);
+		/* --flush signals this pid (with workers: the master's, which
+		 * forwards SIGUSR1 to every worker). */
+		if (!d->forked && spool_pidfile_write(setup->cfg->spool_dir) < 0)
+			log_warn("spool: cannot write the pid file: %s (--flush "
+			    "will not find relay25)", strerror(errno));
+		ev_signal_init(&d->sigusr1, on_usr1, SIGUSR1);
+		d->sigusr1.data = d;
+		ev_signal_start(d->loop, &d->sigusr1);
+	}
 	relay_probe(d->loop, setup);
 	setup_start_pools(setup, d->loop);
 	if (!d->forked)
@@ -342,6 +397,14 @@ serve(void *arg, unsigned idx)
 	ev_timer_stop(d->loop, &d->deadline);
 	metrics_server_stop(d->metrics);
 	d->metrics = NULL;
+	if (d->spool != NULL) {
+		ev_signal_stop(d->loop, &d->sigusr1);
+		if (!d->forked)
+			spool_pidfile_remove(setup->cfg->spool_dir);
+		server_set_spool(d->srv, NULL);
+		spool_close(d->spool);
+		d->spool = NULL;
+	}
 	server_free(d->srv);
 	d->srv = NULL;
 	reap_run();
@@ -362,8 +425,10 @@ main(int argc, char **argv)
 
 	if (parse_opts(argc, argv, &d.opts) < 0)
 		return 2;
-	/* -t, --ping: a person reads the output; the daemon logs it. */
-	cfg = d.opts.test_config || d.opts.ping ?
+	/* -t, --ping, --spool, --flush: a person reads the output; the daemon
+	 * logs it. */
+	cfg = d.opts.test_config || d.opts.ping || d.opts.spool_list ||
+	    d.opts.flush ?
 	    cfg_load(d.opts.config, environ, stderr, stderr) :
 	    load_config(&d.opts, true);
 	if (cfg == NULL) {
@@ -379,6 +444,22 @@ main(int argc, char **argv)
 	}
 	if (d.opts.ping) {
 		rc = ping_run(cfg, PING_TIMEOUT);
+		cfg_free(cfg);
+		return rc;
+	}
+	if (d.opts.spool_list || d.opts.flush) {
+		char why[256];
+		if (cfg->spool_dir == NULL) {
+			fprintf(stderr, "relay25: no spool_dir configured\n");
+			rc = 1;
+		} else if (d.opts.spool_list)
+			rc = spool_list(cfg->spool_dir, stdout) < 0;
+		else if ((rc = spool_request_flush(cfg->spool_dir, why,
+		    sizeof(why)) < 0))
+			fprintf(stderr, "relay25: --flush: %s\n", why);
+		else
+			printf("relay25: asked the running relay25 to retry the "
+			    "spool now\n");
 		cfg_free(cfg);
 		return rc;
 	}
@@ -416,8 +497,16 @@ main(int argc, char **argv)
 	d.forked = workers > 1;
 	if (d.forked && metrics_shared_init(workers) < 0)
 		log_warn("metrics: no shared memory; /metrics shows one worker");
+	if (d.forked && setup->cfg->spool_dir != NULL) {
+		(void)mkdir(setup->cfg->spool_dir, 0700);
+		if (spool_pidfile_write(setup->cfg->spool_dir) < 0)
+			log_warn("spool: cannot write the pid file: %s",
+			    strerror(errno));
+	}
 	if (d.forked)
 		rc = workers_run(workers, serve, &d);
+	if (d.forked && setup->cfg->spool_dir != NULL)
+		spool_pidfile_remove(setup->cfg->spool_dir);
 	else
 		rc = serve(&d, 0);
 	if (workers > 1) {

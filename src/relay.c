@@ -4,9 +4,8 @@
  * body through the DATA decoder with back-pressure, and turns every
  * upstream failure into a 4xx. One log line per message.
  */
+#include <errno.h>
 #include <stdio.h>
-#include <sys/random.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ev.h>
@@ -22,6 +21,7 @@
 #include "relay25/route.h"
 #include "relay25/session.h"
 #include "relay25/setup.h"
+#include "relay25/spool.h"
 #include "relay25/upstream.h"
 
 #define RELAY_CHUNK 16384
@@ -64,6 +64,14 @@ struct relay {
 	struct dot_decoder dot;
 	bool in_body;               /* between the 354 and the end of data */
 	struct hdr_filter *hdr;     /* header rewriting, NULL when off */
+
+	/* spool mode: every upstream unavailable, the message goes to the
+	 * durable spool and is delivered in the background */
+	struct spool *spool;        /* NULL: no spool configured */
+	bool spooling;
+	struct spool_writer *sw;
+	char **rcpts;               /* recipients kept for the spool */
+	size_t nrcpts;
 	bool discard;               /* keep reading to the end, send nothing */
 	char discard_reply[200];    /* what the client gets at the end */
 	bool oversize;
@@ -112,9 +120,11 @@ relay_log_message(struct relay *r, const char *status, const char *reply,
 {
 	char up[300];
 
-	metrics_message(status[0] == 's' ? METRICS_SENT :
-	    status[0] == 'd' ? METRICS_DEFERRED : status[0] == 'r' ?
-	    METRICS_REJECTED : METRICS_ABORTED, r->dot.out_bytes);
+	if (strcmp(status, "spooled") != 0)   /* counted by the spool */
+		metrics_message(strcmp(status, "sent") == 0 ? METRICS_SENT :
+		    strcmp(status, "deferred") == 0 ? METRICS_DEFERRED :
+		    strcmp(status, "rejected") == 0 ? METRICS_REJECTED :
+		    METRICS_ABORTED, r->dot.out_bytes);
 
 	if (r->up != NULL)
 		snprintf(up, sizeof(up), "%s", upstream_label(r->up));
@@ -141,6 +151,16 @@ relay_tx_reset(struct relay *r)
 	r->in_body = false;
 	free(r->hdr);
 	r->hdr = NULL;
+	if (r->sw != NULL) {
+		spool_abort(r->sw);
+		r->sw = NULL;
+	}
+	for (size_t i = 0; i < r->nrcpts; i++)
+		free(r->rcpts[i]);
+	free(r->rcpts);
+	r->rcpts = NULL;
+	r->nrcpts = 0;
+	r->spooling = false;
 	r->discard = false;
 	r->oversize = false;
 	r->bare_reject = false;
@@ -162,6 +182,24 @@ relay_drop_upstream(struct relay *r)
 }
 
 static void relay_send_path(struct relay *, const char *, size_t, bool);
+
+/* No upstream of the route can take the transaction now: accept it into
+ * the durable spool instead (when one is configured). */
+static bool
+relay_start_spooling(struct relay *r)
+{
+	if (r->spool == NULL || r->op != OP_MAIL)
+		return false;
+	relay_drop_upstream(r);
+	r->spooling = true;
+	r->in_tx = true;
+	log_warn("session=%s client=%s from=<%s> upstream unavailable (%s): "
+	    "accepting into the spool", r->id, r->client_addr, r->sender,
+	    r->failure[0] ? r->failure : "4xx at MAIL");
+	relay_reply_local(r, "250 2.1.0 Ok (the upstream is unavailable; the "
+	    "message will be queued)\r\n");
+	return true;
+}
 static void relay_release_upstream(struct relay *);
 
 static void
@@ -210,9 +248,11 @@ relay_open_next(struct relay *r)
 		snprintf(r->failure, sizeof(r->failure), "out of memory");
 	}
 	/* Every upstream failed before the session was ready. */
+	r->try_pos = 0;
+	if (relay_start_spooling(r))
+		return;
 	log_error("session=%s client=%s no upstream available: %s", r->id,
 	    r->client_addr, r->failure);
-	r->try_pos = 0;
 	relay_reply_local(r, "451 4.4.1 Upstream unavailable, try again later\r\n");
 }
 
@@ -268,37 +308,6 @@ relay_finish_message(struct relay *r, const struct smtp_reply *rep)
 	relay_log_message(r, rep->code < 300 ? "sent" :
 	    rep->code < 500 ? "deferred" : "rejected", sum, qid);
 	relay_tx_reset(r);
-}
-
-/* The header filter for this message, when the upstream rewrites From:
- * or the server adds missing Date:/Message-ID:. */
-static void
-relay_start_filter(struct relay *r)
-{
-	const struct cfg *cfg = r->setup->cfg;
-	const struct cfg_upstream *u = relay_cfg_up(r, r->up_idx);
-	struct hdr_params hp = { 0 };
-
-	if (!u->rewrite_header_from && !cfg->add_missing_headers)
-		return;
-	hp.rewrite_from = u->rewrite_header_from ? u->rewrite_sender : NULL;
-	hp.add_reply_to = u->rewrite_reply_to;
-	hp.add_missing = cfg->add_missing_headers;
-	hp.msgid_domain = cfg->hostname;
-	hp.now = time(NULL);
-	hp.tz_offset = hdr_local_tz_offset(hp.now);
-	if (getrandom(hp.random, sizeof(hp.random), 0) !=
-	    (ssize_t)sizeof(hp.random))
-		for (size_t i = 0; i < sizeof(hp.random); i++)
-			hp.random[i] ^= (unsigned char)(rand() >> 3);
-	if ((r->hdr = malloc(sizeof(*r->hdr))) == NULL)
-		return;                  /* unchanged rather than refused */
-	if (!hdr_filter_init(r->hdr, &hp)) {
-		log_warn("session=%s header rewriting is off for this message: "
-		    "bad parameters", r->id);
-		free(r->hdr);
-		r->hdr = NULL;
-	}
 }
 
 /* Pass decoded message bytes through the header filter to the upstream;
@@ -362,6 +371,9 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 		relay_open_next(r);
 		return;
 	}
+	if (op == OP_MAIL && rep->code >= 400 && rep->code < 500 &&
+	    relay_start_spooling(r))
+		return;
 	n = smtp_reply_format(rep, wire, sizeof(wire));
 	if (n == 0)
 		n = (size_t)snprintf(wire, sizeof(wire), "%d %s\r\n",
@@ -382,7 +394,7 @@ relay_up_reply(void *arg, const struct smtp_reply *rep)
 			r->in_body = true;
 			r->discard = false;
 			r->discard_reply[0] = '\0';
-			relay_start_filter(r);
+			r->hdr = setup_new_filter(r->setup, r->up_idx);
 		}
 		break;
 	case OP_EOD:
@@ -494,7 +506,8 @@ static const struct upstream_events relay_upstream_events = {
 };
 
 struct relay *
-relay_new(struct ev_loop *loop, struct setup *setup, struct session *s,
+relay_new(struct ev_loop *loop, struct setup *setup, struct spool *spool,
+    struct session *s,
     struct conn *client, const char *log_id, const char *client_addr)
 {
 	struct relay *r = calloc(1, sizeof(*r));
@@ -503,6 +516,7 @@ relay_new(struct ev_loop *loop, struct setup *setup, struct session *s,
 		return NULL;
 	r->loop = loop;
 	r->setup = setup_ref(setup);
+	r->spool = spool;
 	r->session = s;
 	r->client = client;
 	snprintf(r->id, sizeof(r->id), "%s", log_id);
@@ -544,7 +558,7 @@ relay_free(struct relay *r, bool quit)
 			    "the end of data", "");
 	}
 	relay_drop_upstream(r);   /* aborts what is left, ends a lease */
-	free(r->hdr);
+	relay_tx_reset(r);        /* filter, spool writer, recipients */
 	setup_unref(r->setup);
 	free(r);
 }
@@ -605,6 +619,24 @@ void
 relay_rcpt(struct relay *r, const char *arg, size_t len)
 {
 	r->op = OP_RCPT;
+	if (r->spooling) {
+		struct smtp_path path;
+		char **n;
+
+		if (smtp_path_parse(arg, len, "TO:", false, &path) != SMTP_OK ||
+		    (n = realloc(r->rcpts, (r->nrcpts + 1) * sizeof(*n))) ==
+		    NULL || (n[r->nrcpts] = strndup(path.addr,
+		    path.addr_len)) == NULL) {
+			relay_reply_local(r, "451 4.3.0 Cannot queue this "
+			    "recipient, try again later\r\n");
+			return;
+		}
+		r->rcpts = n;
+		r->nrcpts++;
+		r->rcpts_ok++;
+		relay_reply_local(r, "250 2.1.5 Ok (queued)\r\n");
+		return;
+	}
 	if (relay_usable(r))
 		relay_send_path(r, arg, len, false);
 }
@@ -613,6 +645,43 @@ void
 relay_data(struct relay *r)
 {
 	r->op = OP_DATA;
+	if (r->spooling) {
+		struct smtp_path path;
+		char params[SMTP_LINE_MAX];
+		size_t o = 0;
+
+		/* The sender's own parameters, kept for the delivery (which
+		 * passes on what its upstream supports). */
+		params[0] = '\0';
+		if (smtp_path_parse(r->pending, r->pending_len, "FROM:", true,
+		    &path) == SMTP_OK)
+			for (size_t i = 0; i < path.nparams && o < sizeof(params);
+			    i++) {
+				const struct smtp_param *p = &path.params[i];
+				int k = snprintf(params + o, sizeof(params) - o,
+				    "%s%.*s%s%.*s", o ? " " : "", (int)p->key_len,
+				    p->key, p->val_len ? "=" : "", (int)p->val_len,
+				    p->val);
+				if (k < 0)
+					break;
+				o += (size_t)k;
+			}
+		r->sw = spool_begin(r->spool, r->sender,
+		    (const char *const *)r->rcpts, r->nrcpts, params);
+		if (r->sw == NULL) {
+			log_error("session=%s spool refused the message: %s",
+			    r->id, strerror(errno));
+			relay_reply_local(r, "451 4.3.1 Upstream unavailable and "
+			    "the spool is full, try again later\r\n");
+			return;
+		}
+		dot_init(&r->dot, r->setup->cfg->bare_lf == CFG_BARE_LF_REJECT);
+		r->in_body = true;
+		r->discard = false;
+		r->discard_reply[0] = '\0';
+		relay_reply_local(r, "354 End data with <CR><LF>.<CR><LF>\r\n");
+		return;
+	}
 	if (relay_usable(r))
 		upstream_send(r->up, "DATA", 4);
 }
@@ -621,7 +690,8 @@ void
 relay_rset(struct relay *r)
 {
 	r->op = OP_RSET;
-	if (r->up != NULL && upstream_is_ready(r->up) && r->in_tx) {
+	if (r->up != NULL && upstream_is_ready(r->up) && r->in_tx &&
+	    !r->spooling) {
 		upstream_send(r->up, "RSET", 4);
 		return;
 	}
@@ -665,6 +735,28 @@ relay_body_end(struct relay *r)
 		return;
 	}
 	r->in_body = false;
+	if (r->spooling) {
+		char id[SPOOL_ID_SIZE], reply[160];
+		int rc = spool_commit(r->sw, id, sizeof(id));
+
+		r->sw = NULL;
+		if (rc < 0) {
+			log_error("session=%s spool commit failed: %s", r->id,
+			    strerror(errno));
+			relay_log_message(r, "deferred", "spool write failed", "");
+			relay_tx_reset(r);
+			relay_reply_local(r, "451 4.3.0 Cannot queue the message, "
+			    "try again later\r\n");
+			return;
+		}
+		/* Durable (fsync'd, renamed, directory fsync'd): only now 250. */
+		relay_log_message(r, "spooled", "queued in the spool", id);
+		relay_tx_reset(r);
+		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s "
+		    "(spooled; the upstream is unavailable)\r\n", id);
+		relay_reply_local(r, reply);
+		return;
+	}
 	r->op = OP_EOD;
 	upstream_end_data(r->up);
 }
@@ -682,7 +774,9 @@ relay_body(struct relay *r)
 
 		if (inlen == 0)
 			return false;
-		if (r->discard || r->up == NULL) {
+		if (r->spooling && !r->discard) {
+			room = sizeof(out);
+		} else if (r->discard || r->up == NULL) {
 			room = sizeof(out);
 			if (!r->discard) {
 				r->discard = true;
@@ -719,7 +813,15 @@ relay_body(struct relay *r)
 			    "554 5.6.0 Message contains bare CR or LF (bare_lf = reject)\r\n");
 			relay_drop_upstream(r);
 		}
-		if (!r->discard && r->hdr != NULL)
+		if (r->spooling && !r->discard && outlen > 0 &&
+		    spool_write(r->sw, out, outlen) < 0) {
+			r->discard = true;
+			snprintf(r->discard_reply, sizeof(r->discard_reply),
+			    "451 4.3.1 Upstream unavailable and the spool is "
+			    "full, try again later\r\n");
+		} else if (r->spooling)
+			;
+		else if (!r->discard && r->hdr != NULL)
 			relay_filter_write(r, out, outlen, res == DOT_END);
 		else if (!r->discard && outlen > 0)
 			upstream_body(r->up, out, outlen);

@@ -260,7 +260,8 @@ cmd_mail(struct session *s, const char *arg, size_t len)
 	session_enter_state(s, S_WAIT);
 	s->waiting = SMTP_CMD_MAIL;
 	if (s->relay == NULL && (s->relay = relay_new(server_loop(s->srv),
-	    s->setup, s, s->conn, s->id, s->addr)) == NULL) {
+	    s->setup, server_spool(s->srv), s, s->conn, s->id,
+	    s->addr)) == NULL) {
 		session_reply(s, "451 4.3.0 Out of memory, try again later\r\n");
 		session_enter_state(s, S_CMD);
 		return;

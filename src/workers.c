@@ -71,6 +71,7 @@ workers_run(unsigned n, int (*fn)(void *, unsigned), void *arg)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, &old);
 	for (unsigned i = 0; i < n; i++) {
@@ -97,8 +98,8 @@ workers_run(unsigned n, int (*fn)(void *, unsigned), void *arg)
 			forward(w, n, sig);
 			continue;
 		}
-		if (sig == SIGHUP) {
-			forward(w, n, SIGHUP);
+		if (sig == SIGHUP || sig == SIGUSR1) {
+			forward(w, n, sig);
 			continue;
 		}
 		/* SIGCHLD: collect every worker that ended. */

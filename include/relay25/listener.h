@@ -25,6 +25,10 @@ void server_stop_accepting(struct server *);
 void server_set_setup(struct server *, struct setup *);
 struct setup *server_setup(struct server *);
 struct ev_loop *server_loop(struct server *);
+/* The durable fallback spool of this process, or NULL (spool_dir unset). */
+struct spool;
+void server_set_spool(struct server *, struct spool *);
+struct spool *server_spool(struct server *);
 size_t server_sessions(const struct server *);
 /* Close every session with 421 4.3.2 (shutdown deadline). */
 void server_shutdown_sessions(struct server *);

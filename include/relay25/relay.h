@@ -26,7 +26,12 @@ struct setup;
 
 struct relay;
 
-struct relay *relay_new(struct ev_loop *, struct setup *, struct session *,
+struct spool;
+
+/* spool: where a transaction goes when every upstream of its route is
+ * unavailable (connect, TLS, AUTH, or a 4xx at MAIL); NULL: 451 then. */
+struct relay *relay_new(struct ev_loop *, struct setup *, struct spool *,
+    struct session *,
     struct conn *client, const char *log_id, const char *client_addr);
 /* End the pairing. quit: the client said QUIT, so an idle upstream gets a
  * polite QUIT; otherwise any upstream is dropped at once (no final dot). */

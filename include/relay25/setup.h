@@ -14,6 +14,7 @@
 
 struct ev_loop;
 struct pool;
+struct secret_cache;
 struct tls_ctx;
 
 struct setup {
@@ -23,10 +24,18 @@ struct setup {
 	struct smtp_caps caps[CFG_MAX_UPSTREAMS];/* learned from EHLO */
 	bool caps_known[CFG_MAX_UPSTREAMS];
 	struct pool *pool[CFG_MAX_UPSTREAMS];    /* NULL: pool_size = 0 */
+	/* The AUTH secret (password or token) of each upstream with a
+	 * username, shared by every connection to it (secret.h); NULL
+	 * without AUTH. Pass it in upstream_params.secret. */
+	struct secret_cache *secret[CFG_MAX_UPSTREAMS];
 };
 
 /* Takes ownership of cfg (also on failure). NULL + err on failure. */
 struct setup *setup_new(struct cfg *cfg, char *err, size_t errlen);
+/* The header filter for a message sent through upstream i, or NULL when
+ * that upstream rewrites nothing and no headers are added (caller frees). */
+struct hdr_filter *setup_new_filter(const struct setup *, size_t i);
+
 /* Start the warm pools of the upstreams that have pool_size > 0. */
 void setup_start_pools(struct setup *, struct ev_loop *);
 struct setup *setup_ref(struct setup *);
