@@ -1463,6 +1463,7 @@ void
 spool_fail(struct spool *sp, struct spool_item *it, const char *reply)
 {
 	spool_unclaim(sp, it);
+	it->attempts++;         /* this one failed too, for good */
 	spool_move_failed(sp, it, reply && *reply ? reply : "(no reply)",
 	    false);
 	spool_arm(sp);
@@ -1594,7 +1595,8 @@ spool_list_one(FILE *out, int dirfd, const char *id, bool failed,
 			spool_fmt_dur(nx, sizeof nx, next - now);
 			fprintf(out, "  next in %s", nx);
 		} else {
-			fputs(have_state ? "  next now" : "  next soon", out);
+			fputs(have_state ? "  next now" : "  not yet tried",
+			    out);
 		}
 		if (have_state && *st.error) {
 			log_sanitize(why, sizeof why, st.error,

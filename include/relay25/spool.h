@@ -121,7 +121,7 @@ struct spool_params {
 	 * the callee calls spool_next_due() until it returns NULL or it
 	 * cannot start more. Not called again for the same items until
 	 * something changes (a slot frees, more become due, a flush) or
-	 * retry_min passes. */
+	 * retry_min passes. It must not call spool_close(). */
 	void (*kick)(void *arg);
 	void *kick_arg;
 };

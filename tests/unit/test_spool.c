@@ -1077,6 +1077,188 @@ Test(spool, pidfile_and_request_flush)
 	cr_assert_eq(errno, ESRCH, "%s", err);
 }
 
+/* Real SIGKILLs at random moments, alternating between a child that
+ * spools messages in a loop, reporting "ack ID" on a pipe once
+ * spool_commit() returned (= the client got 250), and a child that
+ * delivers what is queued, reporting "250 ID" when the (simulated) ESP
+ * accepted it, just before spool_done(). After each kill -9 and a restart:
+ * new/ is empty; every acknowledged message is queued or was delivered;
+ * a queued message nobody acknowledged is at most the one being committed
+ * when the kill came; a delivered message still queued is at most the
+ * last one of its round (killed between the ESP's 250 and the unlink: the
+ * duplicate window of spool.h). At the end everything is delivered, and
+ * exactly the messages caught in that window were delivered twice. */
+#define KILL_MAX 8192
+
+struct kill_book {
+	char id[KILL_MAX][SPOOL_ID_SIZE];
+	int delivered[KILL_MAX];
+	size_t n;
+	int windows;            /* deliveries caught in the window */
+};
+
+static char *
+read_all(int fd)
+{
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+	ssize_t k;
+
+	while ((k = read(fd, buf + n, cap - n - 1)) > 0) {
+		n += (size_t)k;
+		if (cap - n < 64)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+static size_t
+book_find(struct kill_book *b, const char *id, bool add)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (strcmp(b->id[i], id) == 0)
+			return i;
+	cr_assert(add, "unknown id %s", id);
+	cr_assert_lt(b->n, KILL_MAX);
+	snprintf(b->id[b->n], SPOOL_ID_SIZE, "%s", id);
+	b->delivered[b->n] = 0;
+	return b->n++;
+}
+
+static void
+killed_child(int wfd, bool deliver)
+{
+	struct spool_params p = params();
+	char err[128], id[SPOOL_ID_SIZE], line[64];
+	struct spool *sp;
+	struct spool_item *it;
+	int n;
+
+	ev_loop_destroy(loop);
+	loop = ev_loop_new(EVFLAG_AUTO);
+	if (!(sp = spool_open(loop, dir, &p, err, sizeof err)))
+		_exit(2);
+	if (deliver) {
+		spool_flush(sp);
+		while ((it = spool_next_due(sp))) {
+			n = snprintf(line, sizeof line, "250 %s\n",
+			    spool_item_envelope(it)->id);
+			if (write(wfd, line, (size_t)n) != n)
+				_exit(3);
+			spool_done(sp, it);
+		}
+		pause();        /* wait for the kill */
+	}
+	for (;;) {
+		if (spool_one(sp, body1, id) < 0)
+			_exit(4);
+		n = snprintf(line, sizeof line, "ack %s\n", id);
+		if (write(wfd, line, (size_t)n) != n)
+			_exit(3);
+	}
+}
+
+/* The message ids in dir/queue. */
+static size_t
+queue_ids(char (*ids)[SPOOL_ID_SIZE], size_t max)
+{
+	char path[128];
+	DIR *d;
+	struct dirent *de;
+	size_t n = 0;
+
+	snprintf(path, sizeof path, "%s/queue", dir);
+	cr_assert_not_null(d = opendir(path));
+	while ((de = readdir(d)) && n < max)
+		if (strlen(de->d_name) == SPOOL_ID_LEN)
+			snprintf(ids[n++], SPOOL_ID_SIZE, "%s", de->d_name);
+	closedir(d);
+	return n;
+}
+
+static void
+kill_round(struct kill_book *b, bool deliver, bool kill_it)
+{
+	static char q[KILL_MAX][SPOOL_ID_SIZE];
+	struct spool_params p = params();
+	char *out, *line, *save = NULL, last[SPOOL_ID_SIZE] = "";
+	int pfd[2], st, extra = 0;
+	struct spool *sp;
+	size_t nq;
+	pid_t pid;
+
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	if (pid == 0) {
+		close(pfd[0]);
+		killed_child(pfd[1], deliver);
+	}
+	close(pfd[1]);
+	usleep(kill_it ? 1000 + (useconds_t)(lrand48() % 50000) : 300000);
+	kill(pid, SIGKILL);
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	out = read_all(pfd[0]);
+	close(pfd[0]);
+	for (line = strtok_r(out, "\n", &save); line;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "ack ", 4) == 0)
+			book_find(b, line + 4, true);
+		if (strncmp(line, "250 ", 4) == 0) {
+			b->delivered[book_find(b, line + 4, false)]++;
+			snprintf(last, sizeof last, "%s", line + 4);
+		}
+	}
+	free(out);
+	sp = open_sp(&p);       /* recovery */
+	spool_close(sp);
+	cr_assert_eq(count("new", ""), 0);
+	nq = queue_ids(q, KILL_MAX);
+	for (size_t i = 0; i < nq; i++) {
+		size_t k;
+		for (k = 0; k < b->n && strcmp(b->id[k], q[i]) != 0; k++)
+			;
+		if (k == b->n) {
+			/* Committed, killed before the client got 250. */
+			cr_assert(!deliver, "%s appeared", q[i]);
+			cr_assert_eq(++extra, 1, "more than one unacked");
+			book_find(b, q[i], true);
+		} else if (b->delivered[k] > 0) {
+			cr_assert(deliver && strcmp(q[i], last) == 0, "%s "
+			    "delivered and still queued, not the last one",
+			    q[i]);
+			b->windows++;
+		}
+	}
+	for (size_t k = 0; k < b->n; k++) {
+		bool queued = false;
+		for (size_t i = 0; i < nq && !queued; i++)
+			queued = strcmp(q[i], b->id[k]) == 0;
+		cr_assert(queued || b->delivered[k] > 0, "%s lost", b->id[k]);
+	}
+}
+
+Test(spool, kill_9_while_spooling_and_delivering, .timeout = 120)
+{
+	struct kill_book *b = calloc(1, sizeof *b);
+	int dup = 0;
+
+	srand48(getpid());
+	for (int round = 0; round < 30; round++)
+		kill_round(b, round % 2 == 1, true);
+	kill_round(b, true, false);     /* drain */
+	cr_assert_eq(count("queue", ""), 0);
+	for (size_t k = 0; k < b->n; k++) {
+		cr_assert_geq(b->delivered[k], 1, "%s never delivered",
+		    b->id[k]);
+		dup += b->delivered[k] - 1;
+	}
+	cr_assert_eq(dup, b->windows);
+	cr_log_info("kill -9: %zu messages, %d duplicate(s) in the window",
+	    b->n, dup);
+	free(b);
+}
+
 /* ---- [server] spool_* keys ---- */
 
 static struct cfg *
