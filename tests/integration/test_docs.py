@@ -206,7 +206,9 @@ class Docs(unittest.TestCase):
             "usr/lib/systemd/system/relay25.socket",
             "usr/lib/sysusers.d/relay25.conf",
             "usr/sbin/relay25",
+            "usr/sbin/relay25-sendmail",
             "usr/share/man/man5/relay25.ini.5",
+            "usr/share/man/man8/relay25-sendmail.8",
             "usr/share/man/man8/relay25.8",
         ])
         unit = (dest / "usr/lib/systemd/system/relay25.service").read_text()
