@@ -85,6 +85,16 @@ static const char *
 check_hint(const struct cfg_upstream *u, enum upstream_fail kind,
     int failed_step, const char *why)
 {
+	if (strstr(why, "_command failed") || strstr(why, "token_file failed") ||
+	    strstr(why, "gave no secret in time"))
+		return "run the command by hand as the user relay25 runs as "
+		    "(its stderr is shown; for tokens it must print TOKEN "
+		    "[LIFETIME]), or check token_file";
+	if (strstr(why, "rejected the token"))
+		return "the ESP refused the OAuth2 token: check the scope "
+		    "(Microsoft: SMTP.SendAsApp or SMTP.Send; Google: "
+		    "https://mail.google.com/), that username is the mailbox "
+		    "the token is for, and that SMTP AUTH is enabled for it";
 	if (strstr(why, "resolve"))
 		return "check the host name (and the machine's DNS)";
 	if (strstr(why, "refused"))
@@ -224,14 +234,10 @@ check_next(struct check *c)
 	    u->name[0] ? " " : "", u->host, u->port,
 	    u->tls == CFG_TLS_IMPLICIT ? "implicit TLS" :
 	    u->tls == CFG_TLS_STARTTLS ? "STARTTLS" : "no TLS");
-	struct upstream_params p = {
-		.cfg = u,
-		.tls = c->setup->tls[c->idx],
-		.helo = u->helo_name ? u->helo_name : cfg->hostname,
-		.command_timeout = t,
-		.data_timeout = t,
-		.log_id = "check",
-	};
+	struct upstream_params p = setup_upstream_params(c->setup, c->idx,
+	    "check");
+
+	p.command_timeout = p.data_timeout = t;    /* a check does not wait */
 	c->reached = -1;
 	c->tls_done = false;
 	c->t0 = ev_time();

@@ -103,7 +103,7 @@ static const struct cfg_type
 static const char *const cfg_tls_names[] =
     { "starttls", "implicit", "none", NULL };
 static const char *const cfg_auth_names[] =
-    { "auto", "plain", "login", "cram-md5", "xoauth2", NULL };
+    { "auto", "plain", "login", "cram-md5", "xoauth2", "oauthbearer", NULL };
 static const char *const cfg_bare_lf_names[] = { "normalize", "reject", NULL };
 static const char *const cfg_log_level_names[] =
     { "error", "warn", "info", "debug", NULL };
@@ -176,6 +176,24 @@ static const struct cfg_key cfg_keys[] = {
 	  .def = "",
 	  .help = "file of user:crypt-hash lines; when set, clients must AUTH "
 	          "before MAIL; default: no AUTH" },
+	{ SRV(spool_dir), .key = "spool_dir", .type = &cfg_t_str, .def = "",
+	  .help = "durable spool used when every upstream is unavailable "
+	          "(messages are accepted, fsync'd and delivered later); "
+	          "default: off (451 instead)" },
+	{ SRV(spool_max_size), .key = "spool_max_size", .type = &cfg_t_size,
+	  .def = "1G", .min = 1, .max = 1e18,
+	  .help = "bytes of queued messages; over it the spool refuses "
+	          "(451 again)" },
+	{ SRV(spool_max_age), .key = "spool_max_age", DUR(1), .def = "5d",
+	  .help = "a spooled message older than this moves to "
+	          "spool_dir/failed/ as expired" },
+	{ SRV(spool_retry_min), .key = "spool_retry_min", DUR(0.001),
+	  .def = "1m", .help = "first retry delay; doubled per attempt" },
+	{ SRV(spool_retry_max), .key = "spool_retry_max", DUR(0.001),
+	  .def = "1h", .help = "longest retry delay (plus or minus 20 percent jitter)" },
+	{ SRV(spool_max_inflight), .key = "spool_max_inflight",
+	  .type = &cfg_t_uint, .def = "4", .min = 1, .max = 1000,
+	  .help = "spooled messages delivered at once (per worker)" },
 
 	{ UPS(host), .key = "host", .type = &cfg_t_host, .def = "",
 	  .help = "the ESP's SMTP server (required)" },
@@ -207,9 +225,21 @@ static const struct cfg_key cfg_keys[] = {
 	  .def = "", .help = "environment variable holding the password" },
 	{ UPS(password_command), .key = "password_command", .type = &cfg_t_str,
 	  .def = "",
-	  .help = "command (sh -c) whose first output line is the password" },
+	  .help = "command (sh -c) whose first output line is the password; "
+	          "run when first needed (off the event loop), cached, run "
+	          "again after the server rejects the password" },
+	{ UPS(token_command), .key = "token_command", .type = &cfg_t_str,
+	  .def = "",
+	  .help = "auth = xoauth2 | oauthbearer: command (sh -c) printing an "
+	          "access token, optionally followed by its lifetime in seconds; "
+	          "cached until shortly before it expires" },
+	{ UPS(token_file), .key = "token_file", .type = &cfg_t_str, .def = "",
+	  .help = "auth = xoauth2 | oauthbearer: file holding the access token "
+	          "(re-read when it changes)" },
 	{ UPS(auth), .key = "auth", .type = &cfg_t_enum, .names = cfg_auth_names,
-	  .def = "auto", .help = "auto | plain | login | cram-md5 | xoauth2" },
+	  .def = "auto",
+	  .help = "auto | plain | login | cram-md5 | xoauth2 | oauthbearer "
+	          "(auto: PLAIN, else LOGIN, else CRAM-MD5)" },
 	{ UPS(rewrite_sender), .key = "rewrite_sender", .type = &cfg_t_str,
 	  .def = "", .help = "envelope sender (MAIL FROM) used with this "
 	  "upstream: the ESP's verified sender; <> stays <>" },
@@ -247,7 +277,9 @@ static const struct cfg_key cfg_keys[] = {
 #define CFG_NKEYS (sizeof cfg_keys / sizeof cfg_keys[0])
 
 static const char *const cfg_env_allowlist[] = {
-	"RELAY25_BIN", "RELAY25_SUBMIT", "RELAY25_CONFIG", NULL
+	"RELAY25_BIN", "RELAY25_SUBMIT", "RELAY25_CONFIG",
+	"RELAY25_SPOOL_CRASH",          /* spool.h: crash injection, tests */
+	NULL
 };
 
 /* Where a value or a section came from, for messages. */
@@ -552,6 +584,7 @@ cfg_parse_duration(const char *s, double *out)
 	case 's': e++; break;
 	case 'm': d *= 60; e++; break;
 	case 'h': d *= 3600; e++; break;
+	case 'd': d *= 86400; e++; break;
 	default: break;
 	}
 	if (*e || !(d <= CFG_MAX_DURATION))
@@ -1166,7 +1199,9 @@ cfg_pr_duration(const struct cfg_key *k, const void *base, struct cfg_buf *b)
 
 	if (d >= 1 && d == (double)(unsigned long long)d) {
 		unsigned long long x = (unsigned long long)d;
-		if (x % 3600 == 0)
+		if (x % 86400 == 0)
+			cfg_buf_add(b, "%llud", x / 86400);
+		else if (x % 3600 == 0)
 			cfg_buf_add(b, "%lluh", x / 3600);
 		else if (x % 60 == 0)
 			cfg_buf_add(b, "%llum", x / 60);
@@ -1865,59 +1900,71 @@ cfg_secret_file(const char *path, char *why, size_t whylen)
 	return s;
 }
 
-char *
-cfg_password_command(const char *cmd, char *why, size_t whylen)
-{
-	char buf[CFG_MAX_SECRET + 2];
-	char *s = NULL;
-	FILE *fp;
-	int len, st;
-
-	if (!(fp = popen(cmd, "re"))) {
-		snprintf(why, whylen, "cannot run: %s", strerror(errno));
-		return NULL;
-	}
-	len = cfg_first_line(fp, buf, sizeof buf, true, why, whylen);
-	st = pclose(fp);
-	if (st == -1)
-		snprintf(why, whylen, "cannot run: %s", strerror(errno));
-	else if (WIFSIGNALED(st))
-		snprintf(why, whylen, "killed by signal %d", WTERMSIG(st));
-	else if (WEXITSTATUS(st) != 0)
-		snprintf(why, whylen, "exited with status %d", WEXITSTATUS(st));
-	else if (len > 0 && !(s = strdup(buf)))
-		snprintf(why, whylen, "out of memory");
-	explicit_bzero(buf, sizeof buf);
-	return s;
-}
-
-/* username needs exactly one password source and a source needs a
- * username; the source is read now, into password. */
+/* AUTH sources. Passwords: username needs exactly one of password,
+ * password_file, password_env, password_command, and a source needs a
+ * username; the first three are read now, into password (the command is
+ * run later, off the loop: secret.h). Tokens (auth = xoauth2 |
+ * oauthbearer): username and exactly one of token_command, token_file,
+ * and no password source. */
 static void
 cfg_finish_auth(struct cfg_ctx *c, struct cfg_sect *s, struct cfg_upstream *u)
 {
 	static const char *const src[] = { "password", "password_file",
-	    "password_env", "password_command" };
+	    "password_env", "password_command", "token_command", "token_file" };
 	const char *val[] = { u->password, u->password_file, u->password_env,
-	    u->password_command };
+	    u->password_command, u->token_command, u->token_file };
+	bool tok_mech = u->auth == CFG_AUTH_XOAUTH2 ||
+	    u->auth == CFG_AUTH_OAUTHBEARER;
+	const char *mech = u->auth == CFG_AUTH_XOAUTH2 ? "xoauth2" :
+	    "oauthbearer";
 	const struct cfg_origin *o;
-	int n = 0, first = -1, second = -1;
+	int n = 0, first = -1, second = -1, ntok = 0, tok = -1;
 	char why[CFG_WHY];
 	const char *v;
 	char *pw = NULL;
 
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 6; i++) {
 		if (!val[i])
 			continue;
+		if (i >= 4) {
+			if (ntok++ == 0)
+				tok = i;
+			continue;
+		}
 		if (n++ == 0)
 			first = i;
 		else if (second < 0)
 			second = i;
 	}
 	if (!u->username) {
+		if (n || ntok)
+			cfg_err(c, cfg_origin(s, src[n ? first : tok]),
+			    "%s is set but username is not",
+			    src[n ? first : tok]);
+		else if (tok_mech)
+			cfg_err(c, cfg_origin(s, "auth"), "auth = %s needs "
+			    "username (the account the token is for)", mech);
+		return;
+	}
+	if (tok_mech) {
 		if (n)
-			cfg_err(c, cfg_origin(s, src[first]),
-			    "%s is set but username is not", src[first]);
+			cfg_err(c, cfg_origin(s, src[first]), "%s is not used "
+			    "with auth = %s: remove it (the token comes from "
+			    "token_command or token_file)", src[first], mech);
+		if (ntok == 0)
+			cfg_err(c, cfg_origin(s, "auth"), "auth = %s needs "
+			    "token_command or token_file", mech);
+		else if (ntok > 1)
+			cfg_err(c, cfg_origin(s, "token_file"), "token_command "
+			    "and token_file are both set: use exactly one");
+		else if (u->token_file && access(u->token_file, R_OK) < 0)
+			cfg_err(c, cfg_origin(s, "token_file"), "token_file "
+			    "%s: %s", u->token_file, strerror(errno));
+		return;
+	}
+	if (ntok) {
+		cfg_err(c, cfg_origin(s, src[tok]), "%s needs auth = xoauth2 "
+		    "or auth = oauthbearer", src[tok]);
 		return;
 	}
 	if (n == 0) {
@@ -1931,21 +1978,18 @@ cfg_finish_auth(struct cfg_ctx *c, struct cfg_sect *s, struct cfg_upstream *u)
 		return;
 	}
 	o = cfg_origin(s, src[first]);
-	if (first == 0)
+	if (first == 0 || first == 3)
 		return;
 	if (first == 1) {
 		if (!(pw = cfg_secret_file(u->password_file, why, sizeof why)))
 			cfg_err(c, o, "password_file %s: %s", u->password_file,
 			    why);
-	} else if (first == 2) {
+	} else {
 		if (!(v = cfg_getenv(c->envp, u->password_env)) || !*v)
 			cfg_err(c, o, "password_env: %s is %s", u->password_env,
 			    v ? "empty" : "not set");
 		else if (!(pw = strdup(v)))
 			cfg_err(c, o, "out of memory");
-	} else if (!(pw = cfg_password_command(u->password_command, why,
-	    sizeof why))) {
-		cfg_err(c, o, "password_command failed: %s", why);
 	}
 	u->password = pw;
 }
@@ -2001,6 +2045,9 @@ cfg_finish_server(struct cfg_ctx *c)
 	}
 	if (cfg->auth_users_file)
 		cfg_load_users(c);
+	if (cfg->spool_retry_max < cfg->spool_retry_min)
+		cfg_err(c, cfg_origin(&c->server, "spool_retry_max"),
+		    "spool_retry_max is shorter than spool_retry_min");
 	if (cfg->hostname)
 		return;
 	if (gethostname(h, sizeof h) < 0) {
@@ -2035,12 +2082,6 @@ cfg_finish_upstream(struct cfg_ctx *c, size_t i)
 	if (u->ca_file && access(u->ca_file, R_OK) < 0)
 		cfg_err(c, cfg_origin(s, "ca_file"), "ca_file %s: %s",
 		    u->ca_file, strerror(errno));
-	/* Accepted by the grammar, not yet spoken by the upstream leg: say
-	 * so now rather than fail at the first message. */
-	if (u->auth == CFG_AUTH_CRAM_MD5 || u->auth == CFG_AUTH_XOAUTH2)
-		cfg_err(c, cfg_origin(s, "auth"), "auth = %s is not "
-		    "implemented in this version; use auto, plain or login",
-		    u->auth == CFG_AUTH_CRAM_MD5 ? "cram-md5" : "xoauth2");
 	if (u->rewrite_sender != NULL && (strchr(u->rewrite_sender, '@') ==
 	    NULL || strpbrk(u->rewrite_sender, " <>\t\"") != NULL))
 		cfg_err(c, cfg_origin(s, "rewrite_sender"), "rewrite_sender must "

@@ -310,7 +310,6 @@ static const struct upstream_events dlv_events = {
 static void
 dlv_open_next(struct delivery *d)
 {
-	const struct cfg *cfg = d->setup->cfg;
 
 	while (d->pos < d->nroute) {
 		size_t i = d->route[d->pos++];
@@ -324,15 +323,9 @@ dlv_open_next(struct delivery *d)
 			dlv_ready(d);
 			return;
 		}
-		struct upstream_params p = {
-			.cfg = &cfg->upstream[i],
-			.tls = d->setup->tls[i],
-			.helo = cfg->upstream[i].helo_name ?
-			    cfg->upstream[i].helo_name : cfg->hostname,
-			.command_timeout = cfg->command_timeout,
-			.data_timeout = cfg->data_timeout,
-			.log_id = d->env->id,
-		};
+		struct upstream_params p = setup_upstream_params(d->setup, i,
+		    d->env->id);
+
 		if ((d->up = upstream_open(d->loop, &p, &dlv_events, d)) != NULL)
 			return;
 	}

@@ -464,6 +464,9 @@ main(int argc, char **argv)
 		return rc;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* --flush may arrive before a worker's loop installs its handler:
+	 * ignored until then rather than fatal. */
+	signal(SIGUSR1, SIG_IGN);
 	if (tls_global_init() < 0) {
 		log_error("TLS library initialisation failed");
 		cfg_free(cfg);
@@ -503,19 +506,15 @@ main(int argc, char **argv)
 			log_warn("spool: cannot write the pid file: %s",
 			    strerror(errno));
 	}
-	if (d.forked)
-		rc = workers_run(workers, serve, &d);
-	if (d.forked && setup->cfg->spool_dir != NULL)
+	if (!d.forked)
+		return serve(&d, 0);   /* serve() releases everything */
+	rc = workers_run(workers, serve, &d);
+	if (setup->cfg->spool_dir != NULL)
 		spool_pidfile_remove(setup->cfg->spool_dir);
-	else
-		rc = serve(&d, 0);
-	if (workers > 1) {
-		/* The master never ran the loop: nothing of the server is
-		 * in use, only memory to give back. */
-		server_free(d.srv);
-		goto out_setup;
-	}
-	return rc;   /* serve() released everything */
+	/* The master never ran the loop: nothing of the server is in use,
+	 * only memory to give back. */
+	server_free(d.srv);
+	goto out_setup;
 out_server:
 	server_free(d.srv);
 	reap_run();

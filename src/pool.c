@@ -175,7 +175,6 @@ pool_wanted(const struct pool *p)
 static void
 pool_refill(struct pool *p)
 {
-	const struct cfg *cfg = p->setup->cfg;
 	const struct cfg_upstream *u = pool_cfg(p);
 	struct entry *e;
 
@@ -185,14 +184,8 @@ pool_refill(struct pool *p)
 		return;
 	if ((e = calloc(1, sizeof(*e))) == NULL)
 		return;
-	struct upstream_params prm = {
-		.cfg = u,
-		.tls = p->setup->tls[p->idx],
-		.helo = u->helo_name ? u->helo_name : cfg->hostname,
-		.command_timeout = cfg->command_timeout,
-		.data_timeout = cfg->data_timeout,
-		.log_id = p->id,
-	};
+	struct upstream_params prm = setup_upstream_params(p->setup, p->idx,
+	    p->id);
 	e->pool = p;
 	e->state = E_OPENING;
 	e->up = upstream_open(p->loop, &prm, &pool_events, e);

@@ -233,15 +233,8 @@ relay_open_next(struct relay *r)
 			return;
 		}
 		r->fresh_only = false;
-		struct upstream_params p = {
-			.cfg = &cfg->upstream[i],
-			.tls = s->tls[i],
-			.helo = cfg->upstream[i].helo_name ?
-			    cfg->upstream[i].helo_name : cfg->hostname,
-			.command_timeout = cfg->command_timeout,
-			.data_timeout = cfg->data_timeout,
-			.log_id = r->id,
-		};
+		struct upstream_params p = setup_upstream_params(s, i, r->id);
+
 		r->up = upstream_open(r->loop, &p, &relay_upstream_events, r);
 		if (r->up != NULL)
 			return;
@@ -905,15 +898,7 @@ relay_probe(struct ev_loop *loop, struct setup *s)
 {
 	for (size_t i = 0; i < s->cfg->nupstream; i++) {
 		struct probe *p = calloc(1, sizeof(*p));
-		struct upstream_params prm = {
-			.cfg = &s->cfg->upstream[i],
-			.tls = s->tls[i],
-			.helo = s->cfg->upstream[i].helo_name ?
-			    s->cfg->upstream[i].helo_name : s->cfg->hostname,
-			.command_timeout = s->cfg->command_timeout,
-			.data_timeout = s->cfg->data_timeout,
-			.log_id = "probe",
-		};
+		struct upstream_params prm = setup_upstream_params(s, i, "probe");
 
 		if (p == NULL)
 			return;

@@ -70,6 +70,23 @@ setup_new(struct cfg *cfg, char *err, size_t errlen)
 	return s;
 }
 
+struct upstream_params
+setup_upstream_params(const struct setup *s, size_t i, const char *log_id)
+{
+	const struct cfg *cfg = s->cfg;
+	struct upstream_params p = {
+		.cfg = &cfg->upstream[i],
+		.tls = s->tls[i],
+		.secret = s->secret[i],
+		.helo = cfg->upstream[i].helo_name ?
+		    cfg->upstream[i].helo_name : cfg->hostname,
+		.command_timeout = cfg->command_timeout,
+		.data_timeout = cfg->data_timeout,
+		.log_id = log_id,
+	};
+	return p;
+}
+
 struct hdr_filter *
 setup_new_filter(const struct setup *s, size_t i)
 {

@@ -5,6 +5,16 @@
  * upstream_reply() looks at the reply and picks the next state. Only the
  * owner's forwarded commands (MAIL, RCPT, DATA, RSET) and the body travel
  * after UP_READY.
+ *
+ * AUTH: after the last EHLO the mechanism is chosen and the secret (the
+ * password or token) is obtained from the upstream's secret cache
+ * (secret.h); while a password_command or token_command runs the session
+ * waits in UP_SECRET (connect_timeout applies) without blocking the loop.
+ * The session keeps its own copy of the secret until AUTH is over, wiped
+ * then. When the server rejects a secret that can change (a command or a
+ * token file) on the first try, the cache is invalidated, a fresh secret
+ * obtained, and AUTH tried once more on the same connection; the same
+ * secret twice is not retried.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -19,6 +29,7 @@
 #include "relay25/metrics.h"
 #include "relay25/reap.h"
 #include "relay25/resolve.h"
+#include "relay25/secret.h"
 #include "relay25/upstream.h"
 
 #define UP_IN_MAX   8192
@@ -28,16 +39,21 @@
 
 enum up_state {
 	UP_RESOLVE, UP_CONNECT, UP_TLS_IMPLICIT, UP_BANNER, UP_EHLO,
-	UP_STARTTLS, UP_TLS, UP_EHLO2, UP_AUTH_PLAIN, UP_AUTH_LOGIN,
-	UP_AUTH_LOGIN_USER, UP_AUTH_LOGIN_PASS, UP_READY, UP_CMD, UP_BODY,
-	UP_EOD, UP_QUIT, UP_DEAD,
+	UP_STARTTLS, UP_TLS, UP_EHLO2, UP_SECRET, UP_AUTH_PLAIN, UP_AUTH_LOGIN,
+	UP_AUTH_LOGIN_USER, UP_AUTH_LOGIN_PASS, UP_AUTH_CRAM,
+	UP_AUTH_CRAM_RESP, UP_AUTH_XOAUTH2, UP_AUTH_OAUTHBEARER,
+	UP_AUTH_TOKEN_ERR, UP_READY, UP_CMD, UP_BODY, UP_EOD, UP_QUIT, UP_DEAD,
 };
 
 static const char *const state_names[] = {
 	"RESOLVE", "CONNECT", "TLS_IMPLICIT", "BANNER", "EHLO", "STARTTLS",
-	"TLS", "EHLO2", "AUTH_PLAIN", "AUTH_LOGIN", "AUTH_LOGIN_USER",
-	"AUTH_LOGIN_PASS", "READY", "CMD", "BODY", "EOD", "QUIT", "DEAD",
+	"TLS", "EHLO2", "SECRET", "AUTH_PLAIN", "AUTH_LOGIN", "AUTH_LOGIN_USER",
+	"AUTH_LOGIN_PASS", "AUTH_CRAM", "AUTH_CRAM_RESP", "AUTH_XOAUTH2",
+	"AUTH_OAUTHBEARER", "AUTH_TOKEN_ERR", "READY", "CMD", "BODY", "EOD",
+	"QUIT", "DEAD",
 };
+_Static_assert(sizeof(state_names) / sizeof(state_names[0]) == UP_DEAD + 1,
+    "a name per state");
 
 struct upstream {
 	struct ev_loop *loop;
@@ -56,12 +72,19 @@ struct upstream {
 	unsigned messages;              /* 2xx at end of data */
 	ev_tstamp t_stage;              /* start of the stage being timed */
 	bool want_drain;
+	enum cfg_auth mech;             /* chosen after the last EHLO */
+	struct secret_req *sreq;        /* waiting for the secret cache */
+	char *secret;                   /* own copy during AUTH (wiped) */
+	char *rejected;                 /* the secret the server refused */
+	unsigned auth_tries;            /* AUTH exchanges started */
+	char auth_why[300];             /* the last rejection */
 	char label[300];
 	char port[8];
 	char log_id[24];        /* own copy: the owner may go first */
 };
 
 static void upstream_enter(struct upstream *, enum up_state);
+static void upstream_auth_begin(struct upstream *);
 static void upstream_conn_cb(struct conn *, enum conn_event, void *);
 static void upstream_connect_next(struct upstream *);
 
@@ -92,8 +115,31 @@ before_ready(const struct upstream *u)
 }
 
 static void
+upstream_wipe(char **s)
+{
+	if (*s != NULL) {
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
+/* Forget every copy of the secret and stop waiting for one. */
+static void
+upstream_drop_secrets(struct upstream *u)
+{
+	if (u->sreq != NULL) {
+		secret_cancel(u->sreq);
+		u->sreq = NULL;
+	}
+	upstream_wipe(&u->secret);
+	upstream_wipe(&u->rejected);
+}
+
+static void
 upstream_release(void *p)
 {
+	upstream_drop_secrets(p);
 	free(p);
 }
 
@@ -101,6 +147,7 @@ upstream_release(void *p)
 static void
 upstream_close(struct upstream *u)
 {
+	upstream_drop_secrets(u);
 	if (u->rreq != NULL) {
 		resolve_cancel(u->rreq);
 		u->rreq = NULL;
@@ -127,6 +174,7 @@ upstream_fail(struct upstream *u, enum upstream_fail kind, const char *why)
 	log_debug("session=%s upstream=\"%s\" state=%s failed=%s reason=\"%s\"",
 	    u->p.log_id, u->label, upstream_state_name(u->state),
 	    upstream_fail_name(kind), why);
+	upstream_drop_secrets(u);
 	if (u->conn != NULL) {
 		conn_free(u->conn);
 		u->conn = NULL;
@@ -149,11 +197,14 @@ upstream_write_line(struct upstream *u, const char *line, size_t len,
 {
 	char shown[160];
 
-	if (secret)
-		log_debug("session=%s upstream=\"%s\" >>> %.*s ********",
-		    u->p.log_id, u->label,
-		    (int)(memchr(line, ' ', len) ? (size_t)((const char *)
-		    memchr(line, ' ', len) - line) : len), line);
+	if (secret) {
+		/* "AUTH PLAIN ********"; a bare response line: "********" */
+		const char *sp = memrchr(line, ' ', len);
+		int shown_len = sp != NULL ? (int)(sp - line) : 0;
+		log_debug("session=%s upstream=\"%s\" >>> %.*s%s********",
+		    u->p.log_id, u->label, shown_len, line,
+		    shown_len ? " " : "");
+	}
 	else if (log_enabled(CFG_LOG_DEBUG))
 		log_debug("session=%s upstream=\"%s\" >>> %s", u->p.log_id,
 		    u->label, log_sanitize(shown, sizeof(shown), line, len));
@@ -162,6 +213,37 @@ upstream_write_line(struct upstream *u, const char *line, size_t len,
 		upstream_fail(u, UP_FAIL_LOST, "output buffer full");
 		return;
 	}
+}
+
+/* AUTH XOAUTH2|OAUTHBEARER <initial response>, built on the heap (a
+ * token may be kilobytes long) and wiped. */
+static void
+upstream_send_token(struct upstream *u, bool xoauth2)
+{
+	const struct cfg_upstream *c = u->p.cfg;
+	size_t cap = auth_b64_size(12288) + 32, n;
+	char *line = malloc(cap);
+	const char *verb = xoauth2 ? "AUTH XOAUTH2 " : "AUTH OAUTHBEARER ";
+	size_t vl = strlen(verb);
+
+	if (line == NULL) {
+		upstream_fail(u, UP_FAIL_AUTH_TEMP, "out of memory");
+		return;
+	}
+	memcpy(line, verb, vl);
+	n = xoauth2 ? auth_xoauth2(c->username, u->secret, line + vl, cap - vl) :
+	    auth_oauthbearer(c->username, c->server_name ? c->server_name :
+	    c->host, c->port, u->secret, line + vl, cap - vl);
+	if (n == 0) {
+		free(line);
+		upstream_fail(u, UP_FAIL_AUTH, "token or user name too long");
+		return;
+	}
+	upstream_write_line(u, line, vl + n, true);
+	explicit_bzero(line, cap);
+	free(line);
+	if (u->conn != NULL)
+		conn_set_timeout(u->conn, u->p.command_timeout);
 }
 
 static void
@@ -184,10 +266,15 @@ upstream_enter(struct upstream *u, enum up_state s)
 		upstream_write_line(u, "STARTTLS", 8, false);
 		conn_set_timeout(u->conn, u->p.command_timeout);
 		break;
+	case UP_SECRET:
+		log_debug("session=%s upstream=\"%s\" waiting for %s",
+		    u->p.log_id, u->label, secret_source(u->p.secret));
+		conn_set_timeout(u->conn, u->p.cfg->connect_timeout);
+		break;
 	case UP_AUTH_PLAIN: {
 		char b64[1100];
 		u->t_stage = ev_now(u->loop);
-		size_t bl = auth_plain(u->p.cfg->username, u->p.cfg->password,
+		size_t bl = auth_plain(u->p.cfg->username, u->secret,
 		    b64, sizeof(b64));
 		if (bl == 0) {
 			upstream_fail(u, UP_FAIL_AUTH, "credentials too long");
@@ -208,7 +295,7 @@ upstream_enter(struct upstream *u, enum up_state s)
 	case UP_AUTH_LOGIN_USER:
 	case UP_AUTH_LOGIN_PASS: {
 		const char *v = s == UP_AUTH_LOGIN_USER ? u->p.cfg->username :
-		    u->p.cfg->password;
+		    u->secret;
 		size_t bl = auth_b64(v, strlen(v), buf, sizeof(buf));
 		if (bl == 0) {
 			upstream_fail(u, UP_FAIL_AUTH, "credentials too long");
@@ -219,6 +306,25 @@ upstream_enter(struct upstream *u, enum up_state s)
 		conn_set_timeout(u->conn, u->p.command_timeout);
 		break;
 	}
+	case UP_AUTH_CRAM:
+		u->t_stage = ev_now(u->loop);
+		upstream_write_line(u, "AUTH CRAM-MD5", 13, false);
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
+	case UP_AUTH_XOAUTH2:
+	case UP_AUTH_OAUTHBEARER:
+		u->t_stage = ev_now(u->loop);
+		upstream_send_token(u, s == UP_AUTH_XOAUTH2);
+		break;
+	case UP_AUTH_TOKEN_ERR:
+		/* Acknowledge the error challenge: RFC 7628 3.2.3 (a single
+		 * %x01) for OAUTHBEARER, an empty line for XOAUTH2. */
+		if (u->mech == CFG_AUTH_OAUTHBEARER)
+			upstream_write_line(u, "AQ==", 4, false);
+		else
+			upstream_write_line(u, "", 0, false);
+		conn_set_timeout(u->conn, u->p.command_timeout);
+		break;
 	case UP_READY:
 		conn_set_timeout(u->conn, 0);
 		/* TLS 1.3 tickets have arrived by now: keep one for the
@@ -247,19 +353,90 @@ upstream_after_ehlo(struct upstream *u)
 		return;
 	}
 	mech = auth_choose(c->auth, u->caps.auth);
-	switch (mech) {
-	case CFG_AUTH_PLAIN:
-		upstream_enter(u, UP_AUTH_PLAIN);
-		break;
-	case CFG_AUTH_LOGIN:
-		upstream_enter(u, UP_AUTH_LOGIN);
-		break;
-	default:
+	if (mech == CFG_AUTH_AUTO) {
 		upstream_fail(u, UP_FAIL_AUTH, u->caps.auth == 0 ?
 		    "server offers no AUTH (wrong port, or AUTH only after TLS?)" :
 		    "server offers no AUTH mechanism relay25 can use with this configuration");
-		break;
+		return;
 	}
+	u->mech = mech;
+	upstream_auth_begin(u);
+}
+
+/* The secret is here: start (or restart) the AUTH exchange. */
+static void
+upstream_auth_send(struct upstream *u)
+{
+	static const enum up_state first[] = {
+		[CFG_AUTH_PLAIN] = UP_AUTH_PLAIN,
+		[CFG_AUTH_LOGIN] = UP_AUTH_LOGIN,
+		[CFG_AUTH_CRAM_MD5] = UP_AUTH_CRAM,
+		[CFG_AUTH_XOAUTH2] = UP_AUTH_XOAUTH2,
+		[CFG_AUTH_OAUTHBEARER] = UP_AUTH_OAUTHBEARER,
+	};
+	char why[sizeof(u->auth_why) + 100];
+
+	if (u->rejected != NULL && strcmp(u->secret, u->rejected) == 0) {
+		snprintf(why, sizeof(why), "%s (%s gave the same %s again)",
+		    u->auth_why, secret_source(u->p.secret),
+		    u->mech == CFG_AUTH_XOAUTH2 ||
+		    u->mech == CFG_AUTH_OAUTHBEARER ? "token" : "password");
+		upstream_fail(u, UP_FAIL_AUTH, why);
+		return;
+	}
+	u->auth_tries++;
+	upstream_enter(u, first[u->mech]);
+}
+
+static void
+upstream_secret_cb(void *arg, const char *secret, const char *why)
+{
+	struct upstream *u = arg;
+
+	u->sreq = NULL;
+	if (u->state != UP_SECRET || u->ev == NULL)
+		return;
+	if (secret == NULL) {
+		upstream_fail(u, UP_FAIL_AUTH_TEMP, why);
+		return;
+	}
+	if ((u->secret = strdup(secret)) == NULL) {
+		upstream_fail(u, UP_FAIL_AUTH_TEMP, "out of memory");
+		return;
+	}
+	upstream_auth_send(u);
+}
+
+/* Obtain the secret (at once from the cache, or wait in UP_SECRET), then
+ * send AUTH. */
+static void
+upstream_auth_begin(struct upstream *u)
+{
+	const char *out = u->p.cfg->password;
+
+	if (u->p.secret != NULL) {
+		switch (secret_get(u->p.secret, u->loop, upstream_secret_cb, u,
+		    &u->sreq, &out)) {
+		case SECRET_OK:
+			break;
+		case SECRET_FAILED:
+			upstream_fail(u, UP_FAIL_AUTH_TEMP, out);
+			return;
+		case SECRET_PENDING:
+			upstream_enter(u, UP_SECRET);
+			return;
+		}
+	}
+	if (out == NULL) {
+		upstream_fail(u, UP_FAIL_AUTH_TEMP,
+		    "no password or token available (no secret cache)");
+		return;
+	}
+	if ((u->secret = strdup(out)) == NULL) {
+		upstream_fail(u, UP_FAIL_AUTH_TEMP, "out of memory");
+		return;
+	}
+	upstream_auth_send(u);
 }
 
 /* The capabilities in words: "PIPELINING SIZE 1000 AUTH PLAIN LOGIN". */
@@ -286,35 +463,113 @@ reply_text(const struct smtp_reply *r, char *out, size_t outlen)
 	smtp_reply_summary(r, out, outlen);
 }
 
+/* CRAM-MD5: answer the server's challenge. */
+static void
+upstream_cram_respond(struct upstream *u, const struct smtp_reply *r)
+{
+	const char *user = u->p.cfg->username;
+	size_t cap = auth_b64_size(strlen(user) + 34), n;
+	char *line = cap ? malloc(cap) : NULL;
+
+	if (line == NULL) {
+		upstream_fail(u, UP_FAIL_AUTH_TEMP, "out of memory");
+		return;
+	}
+	n = r->nlines > 0 ? auth_cram_md5(user, u->secret, r->text + r->off[0],
+	    r->len[0], line, cap) : 0;
+	if (n == 0) {
+		free(line);
+		upstream_fail(u, UP_FAIL_AUTH,
+		    "AUTH CRAM-MD5: malformed challenge from server");
+		return;
+	}
+	u->state = UP_AUTH_CRAM_RESP;
+	upstream_write_line(u, line, n, true);
+	explicit_bzero(line, cap);
+	free(line);
+	if (u->conn != NULL)
+		conn_set_timeout(u->conn, u->p.command_timeout);
+}
+
+/* A token mechanism got a 334: the server's error challenge (base64 JSON
+ * such as {"status":"401",...}). Log its gist, then acknowledge it. */
+static void
+upstream_token_error(struct upstream *u, const struct smtp_reply *r)
+{
+	char json[512], shown[200];
+	size_t n = r->nlines > 0 ? auth_b64_decode(r->text + r->off[0],
+	    r->len[0], json, sizeof(json) - 1) : (size_t)-1;
+
+	if (n == (size_t)-1)
+		n = 0;
+	log_sanitize(shown, sizeof(shown), json, n);
+	snprintf(u->auth_why, sizeof(u->auth_why), "AUTH %s rejected the "
+	    "token: %s", auth_name(u->mech), n ? shown : "(no details)");
+	upstream_enter(u, UP_AUTH_TOKEN_ERR);
+}
+
 static void
 upstream_auth_reply(struct upstream *u, const struct smtp_reply *r)
 {
-	char why[300], sum[200];
+	char why[sizeof(u->auth_why)], sum[200];
 
 	if (r->code == 235) {
 		metrics_upstream_latency(METRICS_STAGE_AUTH,
 		    ev_now(u->loop) - u->t_stage);
 		log_debug("session=%s upstream=\"%s\" authenticated as %s",
 		    u->p.log_id, u->label, u->p.cfg->username);
-		snprintf(why, sizeof(why), "%s as %s accepted",
-		    u->state == UP_AUTH_PLAIN ? "PLAIN" : "LOGIN",
-		    u->p.cfg->username);
+		snprintf(why, sizeof(why), "%s as %s accepted%s",
+		    auth_name(u->mech), u->p.cfg->username, u->auth_tries > 1 ?
+		    " (after a fresh secret)" : "");
+		upstream_drop_secrets(u);
 		upstream_step(u, UP_STEP_AUTH, why);
 		upstream_enter(u, UP_READY);
 		u->ev->ready(u->arg);
 		return;
 	}
-	if (r->code == 334 && u->state == UP_AUTH_LOGIN) {
-		upstream_enter(u, UP_AUTH_LOGIN_USER);
-		return;
-	}
-	if (r->code == 334 && u->state == UP_AUTH_LOGIN_USER) {
-		upstream_enter(u, UP_AUTH_LOGIN_PASS);
-		return;
+	if (r->code == 334) {
+		switch (u->state) {
+		case UP_AUTH_LOGIN:
+			upstream_enter(u, UP_AUTH_LOGIN_USER);
+			return;
+		case UP_AUTH_LOGIN_USER:
+			upstream_enter(u, UP_AUTH_LOGIN_PASS);
+			return;
+		case UP_AUTH_CRAM:
+			upstream_cram_respond(u, r);
+			return;
+		case UP_AUTH_XOAUTH2:
+		case UP_AUTH_OAUTHBEARER:
+			upstream_token_error(u, r);
+			return;
+		default:
+			break;
+		}
 	}
 	reply_text(r, sum, sizeof(sum));
-	snprintf(why, sizeof(why), "AUTH %s rejected: %s",
-	    u->state == UP_AUTH_PLAIN ? "PLAIN" : "LOGIN", sum);
+	if (u->state == UP_AUTH_TOKEN_ERR)
+		snprintf(why, sizeof(why), "%.160s; then %.130s", u->auth_why,
+		    sum);
+	else
+		snprintf(why, sizeof(why), "AUTH %s rejected: %s",
+		    auth_name(u->mech), sum);
+	/* A secret that can change is fetched again and tried once more on
+	 * this connection: the token had expired, the password was rotated. */
+	if (r->code == 535 && u->auth_tries == 1 &&
+	    secret_refreshable(u->p.secret) && u->secret != NULL) {
+		log_info("session=%s upstream=\"%s\" %s; obtaining a new %s "
+		    "from %s and retrying", u->p.log_id, u->label, why,
+		    u->mech == CFG_AUTH_XOAUTH2 || u->mech ==
+		    CFG_AUTH_OAUTHBEARER ? "token" : "password",
+		    secret_source(u->p.secret));
+		snprintf(u->auth_why, sizeof(u->auth_why), "%s", why);
+		secret_invalidate(u->p.secret, u->secret);
+		upstream_wipe(&u->rejected);
+		u->rejected = u->secret;
+		u->secret = NULL;
+		upstream_auth_begin(u);
+		return;
+	}
 	if (r->code >= 400 && r->code < 500)
 		upstream_fail(u, UP_FAIL_AUTH_TEMP, why);
 	else
@@ -403,7 +658,8 @@ upstream_reply(struct upstream *u, const struct smtp_reply *r)
 	switch (u->state) {
 	case UP_BANNER: case UP_EHLO: case UP_EHLO2: case UP_STARTTLS:
 	case UP_AUTH_PLAIN: case UP_AUTH_LOGIN: case UP_AUTH_LOGIN_USER:
-	case UP_AUTH_LOGIN_PASS:
+	case UP_AUTH_LOGIN_PASS: case UP_AUTH_CRAM: case UP_AUTH_CRAM_RESP:
+	case UP_AUTH_XOAUTH2: case UP_AUTH_OAUTHBEARER: case UP_AUTH_TOKEN_ERR:
 		upstream_handshake_reply(u, r);
 		return;
 	case UP_CMD:
@@ -590,8 +846,12 @@ upstream_conn_cb(struct conn *c, enum conn_event e, void *arg)
 			upstream_connect_next(u);
 			return;
 		}
-		snprintf(why, sizeof(why), "no answer in time (state %s)",
-		    upstream_state_name(u->state));
+		if (u->state == UP_SECRET)
+			snprintf(why, sizeof(why), "%s gave no secret in time",
+			    secret_source(u->p.secret));
+		else
+			snprintf(why, sizeof(why), "no answer in time (state %s)",
+			    upstream_state_name(u->state));
 		upstream_fail(u, UP_FAIL_TIMEOUT, why);
 		return;
 	}

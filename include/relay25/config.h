@@ -27,7 +27,7 @@ struct inbound_users;
 
 enum cfg_tls { CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT, CFG_TLS_NONE };
 enum cfg_auth { CFG_AUTH_AUTO, CFG_AUTH_PLAIN, CFG_AUTH_LOGIN,
-                CFG_AUTH_CRAM_MD5, CFG_AUTH_XOAUTH2 };
+                CFG_AUTH_CRAM_MD5, CFG_AUTH_XOAUTH2, CFG_AUTH_OAUTHBEARER };
 enum cfg_bare_lf { CFG_BARE_LF_NORMALIZE, CFG_BARE_LF_REJECT };
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_log_format { CFG_LOG_TEXT, CFG_LOG_JSON };
@@ -59,13 +59,17 @@ struct cfg_upstream {
 	int tls_min_version;    /* 12 or 13 (TLS 1.2 / 1.3); default 12 */
 	bool has_fingerprint;
 	uint8_t fingerprint[32];/* sha256 of the DER certificate */
-	char *username;         /* NULL: no AUTH */
+	char *username;         /* NULL: no AUTH; for xoauth2/oauthbearer the
+	                         * user= / a= of the token mechanisms */
 	char *password;         /* secret: resolved at load time from password,
-	                         * _file, _env or _command (whichever is set;
-	                         * the command is kept for re-running it) */
+	                         * _file or _env (whichever is set); NULL with
+	                         * password_command, which is run later, off
+	                         * the loop (secret.h), never by cfg_load() */
 	char *password_file;
 	char *password_env;
 	char *password_command;
+	char *token_command;    /* xoauth2/oauthbearer: prints TOKEN [LIFETIME] */
+	char *token_file;       /* ... or a file holding the token */
 	enum cfg_auth auth;     /* default auto */
 	char *rewrite_sender;   /* NULL: keep the client's MAIL FROM */
 	bool rewrite_header_from;
@@ -108,6 +112,14 @@ struct cfg {
 	char *auth_users_file;       /* NULL: no inbound AUTH */
 	struct inbound_users *auth_users; /* loaded from auth_users_file at
 	                              * load time (owned; NULL without it) */
+	/* The durable spool (spool.h): used when every upstream is
+	 * unavailable; off while spool_dir is NULL. */
+	char *spool_dir;             /* NULL: no spool */
+	uint64_t spool_max_size;     /* 1G of queued messages; over: 451 */
+	double spool_max_age;        /* 5d; older -> spool_dir/failed/ */
+	double spool_retry_min;      /* 1m: first back-off */
+	double spool_retry_max;      /* 1h: back-off cap */
+	unsigned spool_max_inflight; /* 4 deliveries at once (per process) */
 
 	struct cfg_upstream upstream[CFG_MAX_UPSTREAMS];
 	size_t nupstream;            /* >= 1 after a successful load, in file
@@ -132,7 +144,8 @@ struct cfg {
  * are reported as "users-file:line: message".
  *
  * Blocking, not thread-safe: it sets inih's global options while parsing
- * (and restores them), and runs password_command, if set, to completion.
+ * (and restores them). It runs no command: password_command and
+ * token_command are run when a secret is needed (secret.h).
  */
 struct cfg *cfg_load(const char *path, char *const *envp, FILE *err,
     FILE *warn);
@@ -144,20 +157,10 @@ void cfg_print(const struct cfg *, FILE *out);
 /* Pure value parsers, exported for tests. Return 0 on success, -1 on a bad
  * value (with *out untouched). */
 int cfg_parse_size(const char *s, uint64_t *out);       /* "25M", "1024", "2G" */
-int cfg_parse_duration(const char *s, double *out);     /* "5m", "30s", "1h", "10" */
+int cfg_parse_duration(const char *s, double *out);     /* "5m", "30s", "1h", "5d", "10" */
 int cfg_parse_bool(const char *s, bool *out);           /* yes/no/true/false/on/off/1/0 */
 int cfg_parse_addr(const char *s, struct cfg_addr *out, uint16_t default_port);
 int cfg_parse_cidr(const char *s, struct cfg_cidr *out);
-
-/*
- * Run a password_command with `sh -c` and return the first line it prints
- * (trailing CR/LF removed) as a new string; the caller wipes it
- * (explicit_bzero) and frees it. Blocks until the command exits: call it
- * off the event loop (cfg_load() runs it once). On failure (non-zero exit,
- * empty first line) returns NULL with a reason in why that never contains
- * the command's output.
- */
-char *cfg_password_command(const char *cmd, char *why, size_t whylen);
 
 /* Is this socket address inside one of the networks? IPv4-mapped IPv6
  * addresses (::ffff:a.b.c.d) match IPv4 networks and vice versa. */

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include "relay25/config.h"
 #include "relay25/smtp_parse.h"
+#include "relay25/upstream.h"
 
 struct ev_loop;
 struct pool;
@@ -32,6 +33,11 @@ struct setup {
 
 /* Takes ownership of cfg (also on failure). NULL + err on failure. */
 struct setup *setup_new(struct cfg *cfg, char *err, size_t errlen);
+/* How to open upstream i of this setup (its TLS context, secret, EHLO
+ * name and timeouts); log_id is copied by upstream_open(). */
+struct upstream_params setup_upstream_params(const struct setup *, size_t i,
+    const char *log_id);
+
 /* The header filter for a message sent through upstream i, or NULL when
  * that upstream rewrites nothing and no headers are added (caller frees). */
 struct hdr_filter *setup_new_filter(const struct setup *, size_t i);

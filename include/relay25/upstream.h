@@ -12,6 +12,13 @@
  * it (the owner calls upstream_abort()). The kind says whether the failure
  * happened before the session was ready (a failover candidate) or during a
  * transaction. Secrets are sent only after TLS is up and verified.
+ *
+ * AUTH takes its password or token from params.secret (secret.h): at once
+ * when cached, else the session waits (state SECRET, connect_timeout) for
+ * a password_command / token_command running off the loop. A 535 (after
+ * the 334 error challenge for XOAUTH2 / OAUTHBEARER) to a secret that can
+ * change invalidates it; a fresh one is obtained and AUTH retried once on
+ * the same connection. A failing command is UP_FAIL_AUTH_TEMP.
  */
 #ifndef RELAY25_UPSTREAM_H
 #define RELAY25_UPSTREAM_H
@@ -22,6 +29,7 @@
 #include "relay25/smtp_parse.h"
 
 struct ev_loop;
+struct secret_cache;
 struct tls_ctx;
 struct upstream;
 
@@ -57,6 +65,9 @@ struct upstream_events {
 struct upstream_params {
 	const struct cfg_upstream *cfg;
 	struct tls_ctx *tls;               /* NULL when cfg->tls is none */
+	struct secret_cache *secret;       /* setup->secret[i]: the AUTH
+	                                    * password or token (NULL: only
+	                                    * a static cfg->password works) */
 	const char *helo;
 	double command_timeout, data_timeout;
 	const char *log_id;                /* session id for log lines (copied) */

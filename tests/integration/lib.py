@@ -658,6 +658,19 @@ class RelayTestCase(unittest.TestCase):
             r.start()
         return r
 
+    def add_secret(self, secret, user=None):
+        """A secret that relay25 obtains other than from the upstream dict
+        (password_command output, an OAuth token): checked like passwords,
+        with the XOAUTH2 encoding too when user is given."""
+        if not hasattr(self, "extra_secrets"):
+            self.extra_secrets = []
+        self.extra_secrets.append(secret)
+        self.extra_secrets.append(b64(secret))
+        if user is not None:
+            self.extra_secrets.append(b64("\0%s\0%s" % (user, secret)))
+            self.extra_secrets.append(
+                b64("user=%s\x01auth=Bearer %s\x01\x01" % (user, secret)))
+
     def check_no_secrets(self, relay, upstreams):
         """SPEC 2: secrets never appear in relay25's log."""
         text = relay.log_text()
@@ -668,6 +681,8 @@ class RelayTestCase(unittest.TestCase):
             user = u.get("username") or ""
             for secret in (pw, b64("\0%s\0%s" % (user, pw)), b64(pw)):
                 self.assertNotIn(secret, text, "a secret appears in relay25's log")
+        for secret in getattr(self, "extra_secrets", ()):
+            self.assertNotIn(secret, text, "a secret appears in relay25's log")
 
     def start_aiosmtpd(self):
         esp = AiosmtpdESP(self.tmp)
