@@ -15,6 +15,7 @@
 #include "relay25/headers.h"
 #include "relay25/listener.h"
 #include "relay25/log.h"
+#include "relay25/metrics.h"
 #include "relay25/pool.h"
 #include "relay25/route.h"
 #include "relay25/setup.h"
@@ -80,6 +81,7 @@ static void
 dlv_retry(struct delivery *d, const char *why)
 {
 	dlv_log(d, "deferred", why);
+	metrics_spool(METRICS_SPOOL_RETRIED);
 	spool_retry(d->spool, d->item, why);
 	dlv_free(d);
 }
@@ -89,6 +91,7 @@ static void
 dlv_fail(struct delivery *d, const char *reply)
 {
 	dlv_log(d, "failed", reply);
+	metrics_spool(METRICS_SPOOL_FAILED);
 	spool_fail(d->spool, d->item, reply);
 	dlv_free(d);
 }
@@ -210,6 +213,7 @@ dlv_reply(void *arg, const struct smtp_reply *r)
 		if (r->code >= 200 && r->code < 300) {
 			smtp_reply_queue_id(r, qid, sizeof(qid));
 			dlv_log(d, "sent", sum);
+			metrics_spool(METRICS_SPOOL_DELIVERED);
 			spool_done(d->spool, d->item);
 			dlv_release_upstream(d);
 			dlv_free(d);

@@ -87,6 +87,7 @@ struct slot {
 	uint64_t last_attempt;  /* monotonic ns << 1 | failed; 0: none yet */
 	uint64_t pool;
 	uint64_t listening;
+	uint64_t spool[METRICS_SPOOL_N];
 };
 
 #define LOAD(x)         __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -146,6 +147,17 @@ void
 metrics_session_active(int delta)
 {
 	ADD(me->active, delta);
+}
+
+static const char *const spool_event_names[METRICS_SPOOL_N] = {
+	"spooled", "delivered", "retried", "failed", "refused",
+};
+
+void
+metrics_spool(enum metrics_spool_event e)
+{
+	if ((unsigned)e < METRICS_SPOOL_N)
+		ADD(me->spool[e], 1);
 }
 
 void
@@ -250,6 +262,8 @@ metrics_sum(struct slot *a)
 		if (la >> 1 > a->last_attempt >> 1)
 			a->last_attempt = la;
 		a->pool += LOAD(x->pool);
+		for (size_t i = 0; i < METRICS_SPOOL_N; i++)
+			a->spool[i] += LOAD(x->spool[i]);
 		a->listening |= LOAD(x->listening);
 	}
 	if (a->active < 0)
@@ -386,6 +400,9 @@ metrics_format(char *buf, size_t len)
 	    "Warm authenticated upstream sessions in the pool.");
 	out_printf(&o, "relay25_upstream_pool_sessions %llu\n",
 	    (unsigned long long)m.pool);
+	out_family(&o, "spool_messages_total",
+	    "Messages of the durable spool, by event.", "event",
+	    spool_event_names, m.spool, METRICS_SPOOL_N);
 	out_head(&o, "listening", "gauge",
 	    "1 while the SMTP listeners accept connections.");
 	out_printf(&o, "relay25_listening %d\n", m.listening ? 1 : 0);

@@ -662,6 +662,7 @@ relay_data(struct relay *r)
 		r->sw = spool_begin(r->spool, r->sender,
 		    (const char *const *)r->rcpts, r->nrcpts, params);
 		if (r->sw == NULL) {
+			metrics_spool(METRICS_SPOOL_REFUSED);
 			log_error("session=%s spool refused the message: %s",
 			    r->id, strerror(errno));
 			relay_reply_local(r, "451 4.3.1 Upstream unavailable and "
@@ -743,6 +744,7 @@ relay_body_end(struct relay *r)
 			return;
 		}
 		/* Durable (fsync'd, renamed, directory fsync'd): only now 250. */
+		metrics_spool(METRICS_SPOOL_SPOOLED);
 		relay_log_message(r, "spooled", "queued in the spool", id);
 		relay_tx_reset(r);
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s "
@@ -808,6 +810,7 @@ relay_body(struct relay *r)
 		}
 		if (r->spooling && !r->discard && outlen > 0 &&
 		    spool_write(r->sw, out, outlen) < 0) {
+			metrics_spool(METRICS_SPOOL_REFUSED);
 			r->discard = true;
 			snprintf(r->discard_reply, sizeof(r->discard_reply),
 			    "451 4.3.1 Upstream unavailable and the spool is "

@@ -69,6 +69,16 @@ enum metrics_stage {
 	METRICS_STAGE_N
 };
 
+/* What happened to a message in the durable spool (labels: event="..."). */
+enum metrics_spool_event {
+	METRICS_SPOOL_SPOOLED,   /* accepted into the spool (client got 250) */
+	METRICS_SPOOL_DELIVERED, /* the ESP said 250 on a later attempt */
+	METRICS_SPOOL_RETRIED,   /* an attempt failed; tried again later */
+	METRICS_SPOOL_FAILED,    /* a 5xx: moved to failed/ */
+	METRICS_SPOOL_REFUSED,   /* the spool was full: the client got 451 */
+	METRICS_SPOOL_N
+};
+
 /* ---- worker processes ------------------------------------------------ */
 
 #define METRICS_MAX_SLOTS 256
@@ -93,6 +103,7 @@ void metrics_session_refused(enum metrics_refusal);
 void metrics_session_active(int delta);
 /* One finished (or abandoned) transaction; bytes as sent upstream. */
 void metrics_message(enum metrics_outcome, uint64_t bytes);
+void metrics_spool(enum metrics_spool_event);
 void metrics_upstream_failure(enum metrics_upfail);
 /* Seconds one stage took; negative, NaN or absurd values are ignored. */
 void metrics_upstream_latency(enum metrics_stage, double seconds);

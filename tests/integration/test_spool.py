@@ -119,12 +119,12 @@ class Spool(RelayTestCase):
         return esp
 
     def spool_relay(self, port, server=None, env=None, spool=None, start=True,
-                    **up_kw):
+                    extra_ini="", **up_kw):
         srv = {"spool_dir": str(spool or self.spool), "spool_retry_min": "1s",
                "spool_retry_max": "2s"}
         srv.update(server or {})
         return self.start_relay(upstream_at(port, **up_kw), server=srv,
-                                env=env, start=start)
+                                env=env, start=start, extra_ini=extra_ini)
 
     def transaction(self, c, msg, sender=SENDER, rcpts=("rcpt@example.test",),
                     params=""):
@@ -269,6 +269,24 @@ class Spool(RelayTestCase):
         self.assertEqual(len(msgs), 1)
         self.assertEqual(msgs[0].meta["mail_from"], "")
         self.assertEqual(crlf(msgs[0].data), msg)
+
+    def test_spool_events_in_metrics(self):
+        """Spooled and delivered messages are counted in /metrics."""
+        from test_deploy import http_get, METRICS_INI
+        from lib import free_port
+        sock, port = self.down_port()
+        mport = free_port()
+        relay = self.spool_relay(port, extra_ini=METRICS_INI % mport)
+        c, r = self.send(relay, make_message(subject="spool-metrics"))
+        self.assert_spooled(r)
+        st, _, body = http_get(mport, "/metrics")
+        self.assertEqual(st, 200)
+        self.assertIn('relay25_spool_messages_total{event="spooled"} 1', body)
+        esp = self.esp_on(port, sock)
+        esp.wait_messages(1, timeout=15)
+        self.wait_queue_empty()
+        st, _, body = http_get(mport, "/metrics")
+        self.assertIn('relay25_spool_messages_total{event="delivered"} 1', body)
 
     # ---------------------------------------------------- 2. 4xx at MAIL
     def test_tempfail_mail_spooled_then_delivered(self):
