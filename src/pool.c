@@ -118,6 +118,7 @@ pool_ev_ready(void *arg)
 	entry_set(e, E_IDLE);
 	log_debug("pool=%s upstream=\"%s\" session ready (%u idle)", p->id,
 	    upstream_label(e->up), p->nidle);
+	pool_refill(p);          /* the next one at once, not at the next tick */
 }
 
 static void
