@@ -17,6 +17,8 @@
  *   CR       inside a line, a CR held back until the next byte
  *   END      end of data found
  */
+#include <string.h>
+
 #include "relay25/dotstream.h"
 
 enum { PH_BOL, PH_DOT, PH_DOT_CR, PH_TEXT, PH_CR, PH_END };
@@ -134,6 +136,23 @@ enum dot_res dot_decode(struct dot_decoder *d, const char *in, size_t inlen,
 	while (i < inlen && PHASE(st) != PH_END) {
 		if (outcap < DOT_OUT_RESERVE || outcap - o.n < DOT_OUT_RESERVE)
 			break;
+		if (st == STATE(PH_TEXT, LN_OTHER)) {
+			/* Inside a line that already holds text, every byte but
+			 * CR, LF and NUL is copied as it is: take the whole run
+			 * (as far as the byte-by-byte room rule would go). */
+			size_t room = outcap - o.n - DOT_OUT_RESERVE + 1;
+			size_t lim = inlen - i < room ? inlen - i : room, k = 0;
+
+			while (k < lim && in[i + k] != '\r' &&
+			    in[i + k] != '\n' && in[i + k] != '\0')
+				k++;
+			if (k > 0) {
+				memcpy(out + o.n, in + i, k);
+				o.n += k;
+				i += k;
+				continue;
+			}
+		}
 		st = step(d, st, (unsigned char)in[i], &o);
 		i++;
 	}
