@@ -190,8 +190,10 @@ on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 static void
 log_lines(enum cfg_log_level level, char *text)
 {
-	for (char *line = strtok(text, "\n"); line != NULL;
-	    line = strtok(NULL, "\n")) {
+	char *save = NULL;
+
+	for (char *line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
 		if (strncmp(line, "warning: ", 9) == 0)
 			line += 9;
 		log_msg(level, "config: %s", line);

@@ -72,9 +72,9 @@ sm_conf_parse_addr(const char *s, struct sm_target *t)
 		    t->host[i] == ']' || t->host[i] == '/')
 			return -1;
 	if (strcmp(t->host, "*") == 0 || strcmp(t->host, "0.0.0.0") == 0)
-		strcpy(t->host, "127.0.0.1");
+		snprintf(t->host, sizeof(t->host), "%s", "127.0.0.1");
 	else if (strcmp(t->host, "::") == 0)
-		strcpy(t->host, "::1");
+		snprintf(t->host, sizeof(t->host), "%s", "::1");
 	if (strchr(t->host, ':'))
 		v6 = true;
 	snprintf(t->port, sizeof t->port, "%ld", pn);
