@@ -425,6 +425,26 @@ conn_is_ip_literal(const char *name)
 	    inet_pton(AF_INET6, name, buf) == 1;
 }
 
+/* wolfSSL errors that have plain words of their own. */
+static const struct {
+	int err;
+	const char *words;
+} conn_tls_words[] = {
+	{ ASN_NO_SIGNER_E, "certificate not trusted" },
+	{ ASN_SELF_SIGNED_E, "certificate not trusted" },
+	{ ASN_AFTER_DATE_E, "certificate expired" },
+	{ ASN_BEFORE_DATE_E, "certificate not yet valid" },
+	{ ASN_SIG_CONFIRM_E, "certificate signature invalid" },
+	{ ASN_SIG_OID_E, "certificate signature invalid" },
+	{ ASN_SIG_HASH_E, "certificate signature invalid" },
+	{ ASN_SIG_KEY_E, "certificate signature invalid" },
+	{ VERIFY_CERT_ERROR, "certificate verification failed" },
+	{ MATCH_SUITE_ERROR, "no cipher suite in common with the server" },
+	{ VERSION_ERROR, "no TLS version in common with the server" },
+	{ SOCKET_PEER_CLOSED_E, "connection closed by peer" },
+	{ WOLFSSL_ERROR_ZERO_RETURN, "connection closed by peer" },
+};
+
 /* Put a failed handshake or TLS I/O error into plain words. */
 static void
 conn_tls_error(struct conn *c, int err, const char *what)
@@ -432,38 +452,18 @@ conn_tls_error(struct conn *c, int err, const char *what)
 	const char *name = c->tls_name ? c->tls_name : "";
 	char buf[WOLFSSL_MAX_ERROR_SZ];
 
+	for (size_t i = 0; i < sizeof(conn_tls_words) /
+	    sizeof(conn_tls_words[0]); i++) {
+		if (conn_tls_words[i].err == err) {
+			conn_seterr(c, "%s: %s", what, conn_tls_words[i].words);
+			return;
+		}
+	}
 	switch (err) {
 	case DOMAIN_NAME_MISMATCH:
 	case IPADDR_MISMATCH:
 		conn_seterr(c, "%s: certificate name mismatch (expected %s)",
 		    what, name);
-		return;
-	case ASN_NO_SIGNER_E:
-	case ASN_SELF_SIGNED_E:
-		conn_seterr(c, "%s: certificate not trusted", what);
-		return;
-	case ASN_AFTER_DATE_E:
-		conn_seterr(c, "%s: certificate expired", what);
-		return;
-	case ASN_BEFORE_DATE_E:
-		conn_seterr(c, "%s: certificate not yet valid", what);
-		return;
-	case ASN_SIG_CONFIRM_E:
-	case ASN_SIG_OID_E:
-	case ASN_SIG_HASH_E:
-	case ASN_SIG_KEY_E:
-		conn_seterr(c, "%s: certificate signature invalid", what);
-		return;
-	case VERIFY_CERT_ERROR:
-		conn_seterr(c, "%s: certificate verification failed", what);
-		return;
-	case MATCH_SUITE_ERROR:
-		conn_seterr(c, "%s: no cipher suite in common with the server",
-		    what);
-		return;
-	case VERSION_ERROR:
-		conn_seterr(c, "%s: no TLS version in common with the server",
-		    what);
 		return;
 	case FATAL_ERROR: {
 		WOLFSSL_ALERT_HISTORY h;
@@ -477,10 +477,6 @@ conn_tls_error(struct conn *c, int err, const char *what)
 		conn_seterr(c, "%s: server sent a fatal alert", what);
 		return;
 	}
-	case SOCKET_PEER_CLOSED_E:
-	case WOLFSSL_ERROR_ZERO_RETURN:
-		conn_seterr(c, "%s: connection closed by peer", what);
-		return;
 	case SOCKET_ERROR_E:
 		conn_seterr(c, "%s: %s", what, c->io_errno ?
 		    conn_errno_words(c->io_errno) : "socket error");

@@ -808,18 +808,20 @@ relay_body(struct relay *r)
 			    "554 5.6.0 Message contains bare CR or LF (bare_lf = reject)\r\n");
 			relay_drop_upstream(r);
 		}
-		if (r->spooling && !r->discard && outlen > 0 &&
-		    spool_write(r->sw, out, outlen) < 0) {
-			metrics_spool(METRICS_SPOOL_REFUSED);
-			r->discard = true;
-			snprintf(r->discard_reply, sizeof(r->discard_reply),
-			    "451 4.3.1 Upstream unavailable and the spool is "
-			    "full, try again later\r\n");
-		} else if (r->spooling)
-			;
-		else if (!r->discard && r->hdr != NULL)
+		if (r->discard)
+			;                       /* read on to the end, send nothing */
+		else if (r->spooling) {
+			if (outlen > 0 && spool_write(r->sw, out, outlen) < 0) {
+				metrics_spool(METRICS_SPOOL_REFUSED);
+				r->discard = true;
+				snprintf(r->discard_reply,
+				    sizeof(r->discard_reply), "451 4.3.1 "
+				    "Upstream unavailable and the spool is full, "
+				    "try again later\r\n");
+			}
+		} else if (r->hdr != NULL)
 			relay_filter_write(r, out, outlen, res == DOT_END);
-		else if (!r->discard && outlen > 0)
+		else
 			upstream_body(r->up, out, outlen);
 		conn_consume(r->client, used);
 		if (res == DOT_END) {

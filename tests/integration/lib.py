@@ -514,6 +514,7 @@ class RawClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout * SLOW
         self.buf = b""
+        self.transcript = bytearray()    # every byte the server sent
         self.eof = False
         self.cond = threading.Condition()
         self.t = threading.Thread(target=self._reader, daemon=True)
@@ -531,6 +532,7 @@ class RawClient:
                     self.eof = True
                     self.cond.notify_all()
                     return
+                self.transcript += data
                 self.buf += data
                 self.cond.notify_all()
 

@@ -87,26 +87,7 @@ def code_matches(reply, spec):
 
 
 class RecClient(RawClient):
-    """RawClient that also keeps every byte the server sent."""
-
-    def __init__(self, port, timeout=30.0):
-        self.transcript = bytearray()
-        super().__init__(port, timeout=timeout)
-
-    def _reader(self):
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                data = b""
-            with self.cond:
-                if not data:
-                    self.eof = True
-                    self.cond.notify_all()
-                    return
-                self.transcript += data
-                self.buf += data
-                self.cond.notify_all()
+    """RawClient; its transcript keeps every byte the server sent."""
 
 
 class Run:
